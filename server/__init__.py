@@ -1,0 +1,1 @@
+"""taskstream's server: the aiohttp application and everything around task execution."""

@@ -1,0 +1,28 @@
+"""The typed application slots (`web.AppKey`) through which handlers reach the long-lived
+parts of the server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from server.bus import Bus
+from server.callbacks import Deliverer
+from server.config import Config
+from server.pool import WorkerPool
+from server.runner import Runner
+from server.statusview import StatusView
+from server.store import SqliteStore
+from storage_backends.local import Storage as LocalStorage
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", SqliteStore)
+BUS = web.AppKey("bus", Bus)
+POOL = web.AppKey("pool", WorkerPool)
+RUNNER = web.AppKey("runner", Runner)
+DELIVERER = web.AppKey("deliverer", Deliverer)
+VIEW = web.AppKey("view", StatusView)
+LOCAL_FILES = web.AppKey("local_files", LocalStorage)
+STREAMS = web.AppKey("streams", set[asyncio.Task[Any]])  # open stream handlers

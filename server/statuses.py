@@ -1,0 +1,75 @@
+"""What a task is, as plain data, and the status objects the API sends for it."""
+
+from __future__ import annotations
+
+import base64
+import enum
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    """The steps of a task, with the reference's wire names."""
+
+    QUEUED = "queued"
+    EXECUTING = "executing"
+    SUCCESS = "success"
+    ERROR = "error"
+
+    @property
+    def ended(self) -> bool:
+        return self in (Status.SUCCESS, Status.ERROR)
+
+
+def new_key() -> str:
+    """A task key: 128 random bits as 26 upper-case base32 characters."""
+    return base64.b32encode(os.urandom(16)).decode().rstrip("=")
+
+
+def now_iso() -> str:
+    """The current time as the reference writes it: ISO 8601, microseconds, `+00:00`."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass
+class Task:
+    """One task as the store keeps it."""
+
+    key: str
+    account_id: int
+    task_name: str
+    params: dict[str, Any]
+    task_store: dict[str, Any]
+    task_metas: dict[str, Any] | None
+    status: Status
+    queued_at: str
+    started_at: str | None = None
+    completed_at: str | None = None
+    progress: Any = 0
+    result: Any = None
+    error: Any = None
+    attempts: int = 0
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_status(self) -> dict[str, Any]:
+        """The status object of the reference."""
+        events = {"queued": self.queued_at}
+        if self.started_at:
+            events["started"] = self.started_at
+        if self.completed_at:
+            events["completed"] = self.completed_at
+        out: dict[str, Any] = {
+            "status": self.status.value,
+            "key": self.key,
+            "progress": None if self.status.ended else self.progress,
+            "events": events,
+        }
+        if self.status is Status.SUCCESS or (
+            self.status is Status.EXECUTING and self.result is not None
+        ):
+            out["result"] = self.result
+        elif self.status is Status.ERROR:
+            out["error"] = self.error
+        return out

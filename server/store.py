@@ -1,0 +1,512 @@
+"""The task store: accounts, tasks, and the callbacks outbox.
+
+`Store` names the operations after the task's lifecycle (insert_batch, claim, requeue,
+record_progress, finish); `SqliteStore` is the embedded implementation over aiosqlite. No SQL
+lives outside this module, so a PostgreSQL store can come later behind the same methods.
+
+Writes are grouped: every write joins the pending list, and one writer coroutine commits all
+that is pending in a single transaction, so many concurrent creates cost few commits. A write
+returns once its transaction is committed (durable), which is when the bus may publish it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from server.statuses import Status, Task, new_key, now_iso
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (the database failed underneath)."""
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    secret: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key: str
+    account: Account
+    referrers: tuple[str, ...]
+
+
+@dataclass
+class Delivery:
+    """One callback or errback owed to a client: the outbox row."""
+
+    id: str
+    task_key: str
+    account_id: int
+    event: str  # "callback" or "errback"
+    url: str
+    body: bytes
+    state: str = "pending"  # pending, delivered, failed
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str | None = None
+    delivered_at: str | None = None
+    secret: str = ""  # the account's secret, which signs the POST; never sent or shown
+
+    def describe(self) -> dict[str, Any]:
+        """The delivery outcome as `details=true` shows it."""
+        return {
+            "id": self.id,
+            "event": self.event,
+            "url": self.url,
+            "state": self.state,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "delivered_at": self.delivered_at,
+        }
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    id INTEGER PRIMARY KEY,
+    secret TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key TEXT PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id),
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_key_referrers (
+    key TEXT NOT NULL REFERENCES api_keys(key) ON DELETE CASCADE,
+    origin TEXT NOT NULL,
+    PRIMARY KEY (key, origin)
+);
+CREATE INDEX IF NOT EXISTS api_key_referrers_origin ON api_key_referrers(origin);
+CREATE TABLE IF NOT EXISTS tasks (
+    key TEXT PRIMARY KEY,
+    account_id INTEGER NOT NULL,
+    task_name TEXT NOT NULL,
+    params BLOB NOT NULL,
+    task_store BLOB NOT NULL,
+    task_metas BLOB,
+    status TEXT NOT NULL,
+    queued_at TEXT NOT NULL,
+    started_at TEXT,
+    completed_at TEXT,
+    progress BLOB,
+    result BLOB,
+    error BLOB,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(queued_at)
+    WHERE status IN ('queued', 'executing');
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    task_key TEXT NOT NULL,
+    account_id INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body BLOB NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_error TEXT,
+    delivered_at TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_task ON deliveries(task_key);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt) WHERE state = 'pending';
+"""
+
+_TASK_COLUMNS = (
+    "key, account_id, task_name, params, task_store, task_metas, status, queued_at, "
+    "started_at, completed_at, progress, result, error, attempts"
+)
+_DELIVERY_COLUMNS = (
+    "d.id, d.task_key, d.account_id, d.event, d.url, d.body, d.state, d.attempts, "
+    "d.next_attempt, d.last_error, d.delivered_at, a.secret"
+)
+
+
+def _json(value: Any) -> bytes | None:
+    return None if value is None else orjson.dumps(value)
+
+
+def _unjson(blob: bytes | str | None) -> Any:
+    return None if blob is None else orjson.loads(blob)
+
+
+def _task_from_row(row: Sequence[Any]) -> Task:
+    return Task(
+        key=row[0],
+        account_id=row[1],
+        task_name=row[2],
+        params=_unjson(row[3]),
+        task_store=_unjson(row[4]),
+        task_metas=_unjson(row[5]),
+        status=Status(row[6]),
+        queued_at=row[7],
+        started_at=row[8],
+        completed_at=row[9],
+        progress=_unjson(row[10]),
+        result=_unjson(row[11]),
+        error=_unjson(row[12]),
+        attempts=row[13],
+    )
+
+
+def _task_row(t: Task) -> tuple[Any, ...]:
+    return (
+        t.key,
+        t.account_id,
+        t.task_name,
+        _json(t.params),
+        _json(t.task_store),
+        _json(t.task_metas),
+        t.status.value,
+        t.queued_at,
+        t.started_at,
+        t.completed_at,
+        _json(t.progress),
+        _json(t.result),
+        _json(t.error),
+        t.attempts,
+    )
+
+
+def _delivery_row(d: Delivery) -> tuple[Any, ...]:
+    return (d.id, d.task_key, d.account_id, d.event, d.url, d.body, d.state, d.next_attempt)
+
+
+def _delivery_from_row(row: Sequence[Any]) -> Delivery:
+    return Delivery(*row[:6], *row[6:11], secret=row[11])
+
+
+class SqliteStore:
+    """The embedded store: one SQLite file in WAL mode, a writer connection that commits grouped
+    writes and a reader connection for queries."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]] = []
+        self._wake = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await self._connect()
+            await self._writer.executescript(SCHEMA)
+            self._reader = await self._connect()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the task store at {self.path}: {e}") from e
+        self._writer_task = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA busy_timeout=10000")
+        await db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    async def close(self) -> None:
+        if self._writer_task:
+            await self._flush()
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+        for db in (self._writer, self._reader):
+            if db is not None:
+                await db.close()
+
+    # -- grouped writes ----------------------------------------------------------------------
+
+    async def _write(self, ops: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
+        """Queues statements and returns once the transaction holding them is committed."""
+        future = asyncio.get_running_loop().create_future()
+        ops = list(ops)
+        for sql, params in ops[:-1]:
+            self._pending.append((sql, params, None))
+        self._pending.append((*ops[-1], future))
+        self._wake.set()
+        # Shielded: a client that disconnects must not cancel a write others depend on.
+        await asyncio.shield(future)
+
+    def _write_soon(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Queues a statement without waiting for its commit (progress updates)."""
+        self._pending.append((sql, params, None))
+        self._wake.set()
+
+    async def _flush(self) -> None:
+        if self._pending:
+            await self._write([("SELECT 1", ())])
+
+    async def _write_loop(self) -> None:
+        assert self._writer is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+                i = 0
+                while i < len(batch):
+                    sql = batch[i][0]
+                    j = i
+                    while j < len(batch) and batch[j][0] == sql:
+                        j += 1
+                    await self._writer.executemany(sql, [op[1] for op in batch[i:j]])
+                    i = j
+                await self._writer.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._writer.execute("ROLLBACK")
+                error = StoreError(f"task store write failed: {e}")
+                for *_, future in batch:
+                    if future is not None and not future.done():
+                        future.set_exception(error)
+                continue
+            for *_, future in batch:
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+    async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        assert self._reader is not None
+        try:
+            async with self._reader.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as e:
+            raise StoreError(f"task store query failed: {e}") from e
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    async def create_account(self, secret: str | None = None) -> Account:
+        """Creates an account (with a random secret unless one is given)."""
+        account_secret = secret or secrets.token_urlsafe(24)
+        await self._write(
+            [
+                (
+                    "INSERT OR IGNORE INTO accounts(secret, created_at) VALUES (?, ?)",
+                    (account_secret, now_iso()),
+                )
+            ]
+        )
+        account = await self.account_by_secret(account_secret)
+        assert account is not None
+        return account
+
+    async def account_by_secret(self, secret: str) -> Account | None:
+        rows = await self._query(
+            "SELECT id, secret, created_at FROM accounts WHERE secret = ?", (secret,)
+        )
+        return Account(*rows[0]) if rows else None
+
+    async def accounts(self) -> list[tuple[Account, list[ApiKey]]]:
+        """Every account with its API keys."""
+        accounts = [
+            Account(*r) for r in await self._query("SELECT id, secret, created_at FROM accounts")
+        ]
+        by_id: dict[int, list[ApiKey]] = {a.id: [] for a in accounts}
+        by_key: dict[str, list[str]] = {}
+        for key, origin in await self._query("SELECT key, origin FROM api_key_referrers"):
+            by_key.setdefault(key, []).append(origin)
+        lookup = {a.id: a for a in accounts}
+        for key, account_id in await self._query("SELECT key, account_id FROM api_keys"):
+            by_id[account_id].append(
+                ApiKey(key, lookup[account_id], tuple(sorted(by_key.get(key, []))))
+            )
+        return [(a, by_id[a.id]) for a in accounts]
+
+    async def add_api_key(self, account: Account, referrers: Iterable[str]) -> str:
+        """Adds an API key with its Referer whitelist (normalized origins) and returns it."""
+        key = secrets.token_urlsafe(24)
+        ops: list[tuple[str, tuple[Any, ...]]] = [
+            (
+                "INSERT INTO api_keys(key, account_id, created_at) VALUES (?, ?, ?)",
+                (key, account.id, now_iso()),
+            )
+        ]
+        ops += [
+            ("INSERT OR IGNORE INTO api_key_referrers(key, origin) VALUES (?, ?)", (key, origin))
+            for origin in referrers
+        ]
+        await self._write(ops)
+        return key
+
+    async def remove_api_key(self, key: str) -> bool:
+        existed = bool(await self._query("SELECT 1 FROM api_keys WHERE key = ?", (key,)))
+        await self._write(
+            [
+                ("DELETE FROM api_key_referrers WHERE key = ?", (key,)),
+                ("DELETE FROM api_keys WHERE key = ?", (key,)),
+            ]
+        )
+        return existed
+
+    async def api_key(self, key: str) -> ApiKey | None:
+        rows = await self._query(
+            "SELECT a.id, a.secret, a.created_at FROM api_keys k "
+            "JOIN accounts a ON a.id = k.account_id WHERE k.key = ?",
+            (key,),
+        )
+        if not rows:
+            return None
+        origins = await self._query("SELECT origin FROM api_key_referrers WHERE key = ?", (key,))
+        return ApiKey(key, Account(*rows[0]), tuple(r[0] for r in origins))
+
+    async def origin_whitelisted(self, origin: str) -> bool:
+        """Whether any API key lists this origin (answers CORS preflights, which carry no key)."""
+        return bool(
+            await self._query("SELECT 1 FROM api_key_referrers WHERE origin = ? LIMIT 1", (origin,))
+        )
+
+    # -- task lifecycle -----------------------------------------------------------------------
+
+    async def insert_batch(self, tasks: Sequence[Task], deliveries: Sequence[Delivery]) -> None:
+        """Stores new tasks (queued, or already in error) and the errbacks those errors owe."""
+        ops = [
+            (f"INSERT INTO tasks({_TASK_COLUMNS}) VALUES ({','.join('?' * 14)})", _task_row(t))
+            for t in tasks
+        ]
+        ops += [(_INSERT_DELIVERY, _delivery_row(d)) for d in deliveries]
+        await self._write(ops)
+
+    async def claim(self, task: Task) -> None:
+        """Records that a worker took the task (status, start time and attempt count)."""
+        await self._write(
+            [
+                (
+                    "UPDATE tasks SET status = 'executing', started_at = ?, attempts = ?, "
+                    "progress = ?, result = NULL WHERE key = ?",
+                    (task.started_at, task.attempts, _json(task.progress), task.key),
+                )
+            ]
+        )
+
+    async def requeue(self, task: Task) -> None:
+        """Puts an interrupted task back in the queue for another attempt."""
+        await self._write(
+            [
+                (
+                    "UPDATE tasks SET status = 'queued', started_at = NULL, progress = ?, "
+                    "result = NULL WHERE key = ?",
+                    (_json(task.progress), task.key),
+                )
+            ]
+        )
+
+    def record_progress(self, task: Task) -> None:
+        """Saves progress and a partial result, without waiting for the commit."""
+        self._write_soon(
+            "UPDATE tasks SET progress = ?, result = ? WHERE key = ? AND status = 'executing'",
+            (_json(task.progress), _json(task.result), task.key),
+        )
+
+    async def finish(self, task: Task, deliveries: Sequence[Delivery]) -> None:
+        """Records the final status and, in the same transaction, the callbacks it owes."""
+        ops = [
+            (
+                "UPDATE tasks SET status = ?, completed_at = ?, progress = NULL, result = ?, "
+                "error = ? WHERE key = ?",
+                (
+                    task.status.value,
+                    task.completed_at,
+                    _json(task.result),
+                    _json(task.error),
+                    task.key,
+                ),
+            )
+        ]
+        ops += [(_INSERT_DELIVERY, _delivery_row(d)) for d in deliveries]
+        await self._write(ops)
+
+    async def tasks(self, account_id: int, keys: Sequence[str]) -> dict[str, Task]:
+        """The account's tasks among `keys`; keys of other accounts are simply absent."""
+        found: dict[str, Task] = {}
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i : i + 500]
+            rows = await self._query(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE account_id = ? "
+                f"AND key IN ({','.join('?' * len(chunk))})",
+                (account_id, *chunk),
+            )
+            for row in rows:
+                found[row[0]] = _task_from_row(row)
+        return found
+
+    async def unfinished(self) -> list[Task]:
+        """Tasks found queued or executing (the server stopped under them), oldest first."""
+        rows = await self._query(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status IN ('queued', 'executing') "
+            "ORDER BY queued_at"
+        )
+        return [_task_from_row(r) for r in rows]
+
+    # -- callbacks outbox ---------------------------------------------------------------------
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        rows = await self._query(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN accounts a "
+            "ON a.id = d.account_id WHERE d.state = 'pending' AND d.next_attempt <= ? "
+            "ORDER BY d.next_attempt LIMIT ?",
+            (now, limit),
+        )
+        return [_delivery_from_row(r) for r in rows]
+
+    async def next_delivery_time(self) -> float | None:
+        rows = await self._query("SELECT MIN(next_attempt) FROM deliveries WHERE state = 'pending'")
+        return rows[0][0] if rows else None
+
+    async def record_delivery(self, d: Delivery) -> None:
+        await self._write(
+            [
+                (
+                    "UPDATE deliveries SET state = ?, attempts = ?, next_attempt = ?, "
+                    "last_error = ?, delivered_at = ? WHERE id = ?",
+                    (d.state, d.attempts, d.next_attempt, d.last_error, d.delivered_at, d.id),
+                )
+            ]
+        )
+
+    async def deliveries_of(self, keys: Sequence[str]) -> dict[str, list[Delivery]]:
+        out: dict[str, list[Delivery]] = {}
+        if not keys:
+            return out
+        rows = await self._query(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN accounts a "
+            f"ON a.id = d.account_id WHERE d.task_key IN ({','.join('?' * len(keys))})",
+            tuple(keys),
+        )
+        for row in rows:
+            d = _delivery_from_row(row)
+            out.setdefault(d.task_key, []).append(d)
+        return out
+
+    async def pending_delivery_count(self) -> int:
+        rows = await self._query("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
+        return rows[0][0]
+
+
+_INSERT_DELIVERY = (
+    "INSERT INTO deliveries(id, task_key, account_id, event, url, body, state, next_attempt) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def new_delivery_id() -> str:
+    """A Standard Webhooks message id, the same on every retry of one delivery."""
+    return "msg_" + new_key().lower()
