@@ -65,9 +65,8 @@ async def download(session: aiohttp.ClientSession, config: Config, url: str, des
                         current = urljoin(current, resp.headers["Location"])
                         continue
                     if resp.status != 200:
-                        raise FetchError(
-                            f"downloading {url} failed: HTTP {resp.status} {resp.reason or ''}".rstrip()
-                        )
+                        reason = f"HTTP {resp.status} {resp.reason or ''}".rstrip()
+                        raise FetchError(f"downloading {url} failed: {reason}")
                     await _save(resp, config.fetch_max_bytes, url, dest)
                     return dest
             raise FetchError(

@@ -11,7 +11,7 @@ from functools import cache
 
 from tasks.declare import Kind
 
-_MACHINERY = {"declare", "media", "imaging"}
+_MACHINERY = {"declare", "docs", "geometry", "imaging", "media"}
 
 
 @cache
