@@ -18,6 +18,8 @@ def markdown() -> str:
     """One section per kind: parameters (type, default, choices, bounds) and outputs."""
     lines = [START, ""]
     for kind in registry().values():
+        if not kind.run.__module__.startswith("tasks."):
+            continue  # extra kinds from TASKSTREAM_EXTRA_KINDS document themselves
         lines += [f"#### `{kind.name}`", "", kind.help, ""]
         lines += ["| parameter | type | default | description |", "| --- | --- | --- | --- |"]
         for p in kind.all_params:
