@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from server.auth import normalize_origin
@@ -82,6 +83,7 @@ def serve(args: argparse.Namespace) -> None:
         print=None,
         access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
         shutdown_timeout=10,
+        loop=uvloop.new_event_loop(),
     )
 
 

@@ -40,6 +40,7 @@ class _Worker:
         self.process = process
         self.reader = reader
         self.writer = writer
+        self.dead = False
 
     async def receive(self) -> Any:
         header = await self.reader.readexactly(4)
@@ -82,10 +83,19 @@ class WorkerPool:
         child_sock.close()
         reader, writer = await asyncio.open_connection(sock=parent_sock)
         w = _Worker(process, reader, writer)
+        # The process sentinel becomes readable when the worker exits, even while it is idle.
+        loop = asyncio.get_running_loop()
+        loop.add_reader(process.sentinel, self._on_exit, w)
         self._all.add(w)
         return w
 
+    def _on_exit(self, w: _Worker) -> None:
+        asyncio.get_running_loop().remove_reader(w.process.sentinel)
+        w.dead = True
+
     def _replace(self, dead: _Worker) -> None:
+        if not dead.dead:
+            self._on_exit(dead)
         dead.kill()
         self._all.discard(dead)
         if self._closing:
@@ -114,7 +124,7 @@ class WorkerPool:
         """Runs a job on a worker: ("done", result) or ("failed", message). Raises WorkerDied
         or TaskTimedOut; the pool stays whole either way."""
         w = await self._idle.get()
-        if not w.process.is_alive():
+        while w.dead:
             self._replace(w)
             w = await self._idle.get()
         try:
@@ -146,6 +156,8 @@ class WorkerPool:
         for task in list(self._respawns):
             task.cancel()
         for w in list(self._all):
+            if not w.dead:
+                self._on_exit(w)
             w.writer.close()
         for w in list(self._all):
             await asyncio.to_thread(w.process.join, 3)

@@ -136,10 +136,16 @@ class Runner:
         task.status, task.started_at = Status.EXECUTING, now_iso()
         task.attempts += 1
         task.progress, task.result = 0, None
-        await self.store.claim(task)
+        # Not awaited: a claim lost in a crash leaves the task queued, and it runs on restart.
+        self.store.claim(task)
         self.bus.publish(task)
 
-        workdir = Path(tempfile.mkdtemp(prefix=f"{task.key}-", dir=self.work_root))
+        # Kinds without input or output files (hello) skip the work folder and its disk I/O.
+        workdir = (
+            Path(await asyncio.to_thread(tempfile.mkdtemp, f"-{task.key}", dir=self.work_root))
+            if kind.uses_files
+            else self.work_root
+        )
         try:
             inputs = await self._fetch_inputs(task, kind, workdir)
             outcome, value = await self.pool.run(
@@ -175,7 +181,8 @@ class Runner:
                 await self.store.requeue(task)
                 self.enqueue([task])
         finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            if kind.uses_files:
+                await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     async def _fetch_inputs(self, task: Task, kind: Any, workdir: Path) -> dict[str, Any]:
         inputs: dict[str, Any] = {}

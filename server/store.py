@@ -201,6 +201,9 @@ class SqliteStore:
         self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
+        # Accounts are never deleted and their secrets never change, so a secret that once
+        # matched always does; API keys can be removed and are always read from the database.
+        self._accounts_by_secret: dict[str, Account] = {}
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,14 +224,18 @@ class SqliteStore:
         return db
 
     async def close(self) -> None:
-        if self._writer_task:
-            await self._flush()
-            self._writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
-        for db in (self._writer, self._reader):
-            if db is not None:
-                await db.close()
+        """Commits what is pending, then closes the connections (whatever happens)."""
+        try:
+            if self._writer_task:
+                await self._flush()
+        finally:
+            if self._writer_task:
+                self._writer_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._writer_task
+            for db in (self._writer, self._reader):
+                if db is not None:
+                    await db.close()
 
     # -- grouped writes ----------------------------------------------------------------------
 
@@ -249,8 +256,9 @@ class SqliteStore:
         self._wake.set()
 
     async def _flush(self) -> None:
+        """Waits until everything queued so far is committed."""
         if self._pending:
-            await self._write([("SELECT 1", ())])
+            await self._write([(_BARRIER, ())])
 
     async def _write_loop(self) -> None:
         assert self._writer is not None
@@ -268,7 +276,8 @@ class SqliteStore:
                     j = i
                     while j < len(batch) and batch[j][0] == sql:
                         j += 1
-                    await self._writer.executemany(sql, [op[1] for op in batch[i:j]])
+                    if sql is not _BARRIER:
+                        await self._writer.executemany(sql, [op[1] for op in batch[i:j]])
                     i = j
                 await self._writer.execute("COMMIT")
             except sqlite3.Error as e:
@@ -309,10 +318,15 @@ class SqliteStore:
         return account
 
     async def account_by_secret(self, secret: str) -> Account | None:
-        rows = await self._query(
-            "SELECT id, secret, created_at FROM accounts WHERE secret = ?", (secret,)
-        )
-        return Account(*rows[0]) if rows else None
+        account = self._accounts_by_secret.get(secret)
+        if account is None:
+            rows = await self._query(
+                "SELECT id, secret, created_at FROM accounts WHERE secret = ?", (secret,)
+            )
+            if not rows:
+                return None
+            account = self._accounts_by_secret[secret] = Account(*rows[0])
+        return account
 
     async def accounts(self) -> list[tuple[Account, list[ApiKey]]]:
         """Every account with its API keys."""
@@ -384,16 +398,13 @@ class SqliteStore:
         ops += [(_INSERT_DELIVERY, _delivery_row(d)) for d in deliveries]
         await self._write(ops)
 
-    async def claim(self, task: Task) -> None:
-        """Records that a worker took the task (status, start time and attempt count)."""
-        await self._write(
-            [
-                (
-                    "UPDATE tasks SET status = 'executing', started_at = ?, attempts = ?, "
-                    "progress = ?, result = NULL WHERE key = ?",
-                    (task.started_at, task.attempts, _json(task.progress), task.key),
-                )
-            ]
+    def claim(self, task: Task) -> None:
+        """Records that a worker took the task (status, start time and attempt count), without
+        waiting for the commit."""
+        self._write_soon(
+            "UPDATE tasks SET status = 'executing', started_at = ?, attempts = ?, "
+            "progress = ?, result = NULL WHERE key = ?",
+            (task.started_at, task.attempts, _json(task.progress), task.key),
         )
 
     async def requeue(self, task: Task) -> None:
@@ -500,6 +511,9 @@ class SqliteStore:
         rows = await self._query("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
         return rows[0][0]
 
+
+# A no-op that only waits for the transaction of everything queued before it.
+_BARRIER = "-- barrier"
 
 _INSERT_DELIVERY = (
     "INSERT INTO deliveries(id, task_key, account_id, event, url, body, state, next_attempt) "

@@ -120,6 +120,11 @@ class Kind:
         return (*self.params, *COMMON_PARAMS)
 
     @property
+    def uses_files(self) -> bool:
+        """Whether the kind reads downloaded inputs or writes output files."""
+        return bool(self.url_params or self.output_files)
+
+    @property
     def url_params(self) -> tuple[Param, ...]:
         """Parameters whose URLs the server downloads before the run."""
         return tuple(p for p in self.params if p.type in (URL, URLS))

@@ -69,11 +69,9 @@ async def test_partial_result_is_streamed_while_executing(api: Api, tmp_path) ->
     resp = await api.client.post(
         "/v2/status_stream", data=orjson.dumps({"tasks": [created["key"]]}), headers=AUTH
     )
-    await resp.content.readline()
-    while True:
+    (status,) = orjson.loads(await asyncio.wait_for(resp.content.readline(), 10))
+    while not status.get("result"):
         status = orjson.loads(await asyncio.wait_for(resp.content.readline(), 10))
-        if status.get("result"):
-            break
     assert status["status"] == "executing"
     assert status["result"] == {"duration": 12.5}
     _, (polled,) = await api.status([created["key"]])

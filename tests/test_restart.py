@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 
 from tests.conftest import Api
 
 
-async def test_restart_runs_queued_and_interrupted_tasks(make_api) -> None:
+async def test_restart_runs_queued_and_interrupted_tasks(make_api, tmp_path) -> None:
     api: Api = await make_api(workers=1, concurrency=1)
+    release = tmp_path / "release"
     created = await api.create_ok(
-        [{"task_name": "test.sleep", "seconds": 2}] + [{"task_name": "hello", "name": "q"}] * 3
+        [{"task_name": "test.partial", "release": str(release)}]
+        + [{"task_name": "hello", "name": "q"}] * 3
     )
     keys = [s["key"] for s in created]
     for _ in range(100):
@@ -21,12 +24,15 @@ async def test_restart_runs_queued_and_interrupted_tasks(make_api) -> None:
             break
         await asyncio.sleep(0.02)
     assert [s["status"] for s in statuses] == ["executing", "queued", "queued", "queued"]
+    started = time.monotonic()
     await api.client.close()
+    assert time.monotonic() - started < 5
+    release.write_text("go")
 
     restarted: Api = await make_api(workers=1)
     _, finals = await restarted.status(keys, block="true", details="true")
     assert [s["status"] for s in finals] == ["success"] * 4
-    assert finals[0]["attempts"] == 2
+    assert finals[0]["attempts"] == 2, finals[0]
     assert [s["result"] for s in finals[1:]] == ["Hello q"] * 3
 
 
