@@ -94,7 +94,9 @@ def _build_task(account_id: int, definition: Any, index: int) -> Task:
     return task
 
 
-async def _create(request: web.Request) -> tuple[int, list[Task], bool]:
+async def _create(request: web.Request, stream: bool = False) -> tuple[int, list[Task], bool]:
+    """Creates the tasks of a create or create_stream request. For a stream, the account's
+    stream slot is taken before any task is created, so a refused stream creates nothing."""
     app = request.app
     config = app[components.CONFIG]
     body = await _body_object(request)
@@ -117,9 +119,18 @@ async def _create(request: web.Request) -> tuple[int, list[Task], bool]:
     if runner.queued + len(definitions) > config.max_queued:
         raise ServiceUnavailable("tasks", "body", "the queue is full, retry later", Retry_After="5")
     tasks = [_build_task(account.id, d, i) for i, d in enumerate(definitions)]
+    app[components.RATES].take(account.id, len(tasks))
     errored = [t for t in tasks if t.status is Status.ERROR]
     deliveries = [d for t in errored for d in deliveries_for(t)]
-    await app[components.STORE].insert_batch(tasks, deliveries)
+    slots = app[components.STREAM_SLOTS]
+    if stream:
+        slots.acquire(account.id)
+    try:
+        await app[components.STORE].insert_batch(tasks, deliveries)
+    except BaseException:
+        if stream:
+            slots.release(account.id)
+        raise
     runner.enqueue([t for t in tasks if t.status is Status.QUEUED])
     if deliveries:
         app[components.DELIVERER].wake()
@@ -140,8 +151,8 @@ async def create(request: web.Request) -> web.Response:
 
 async def create_stream(request: web.Request) -> web.StreamResponse:
     """POST /v2/create_stream"""
-    account_id, tasks, _ = await _create(request)
-    return await _stream(request, account_id, [t.key for t in tasks], "body")
+    account_id, tasks, _ = await _create(request, stream=True)
+    return await _stream(request, account_id, [t.key for t in tasks], "body", slot_taken=True)
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -193,11 +204,14 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, account_id: int, keys: list[str], where: str
+    request: web.Request, account_id: int, keys: list[str], where: str, slot_taken: bool = False
 ) -> web.StreamResponse:
     """Newline-delimited statuses: the list in request order, then one status per change, each
     line written as soon as it exists; closes once every task has ended."""
     app = request.app
+    slots = app[components.STREAM_SLOTS]
+    if not slot_taken:
+        slots.acquire(account_id)
     view = app[components.VIEW]
     response = web.StreamResponse(
         headers={
@@ -229,6 +243,7 @@ async def _stream(
         pass  # the client left; its tasks go on
     finally:
         streams.discard(handler)
+        slots.release(account_id)
     return response
 
 

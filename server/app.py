@@ -17,6 +17,7 @@ from server.config import Config
 from server.errors import error_middleware
 from server.fetch import client_session
 from server.files import serve_file
+from server.limits import RateLimiter, StreamLimiter
 from server.outputs import Outputs
 from server.pool import WorkerPool
 from server.runner import Runner
@@ -80,6 +81,8 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
     app[components.CONFIG] = config
     app[components.STREAMS] = set()
+    app[components.RATES] = RateLimiter(config.rate_limit, config.rate_burst)
+    app[components.STREAM_SLOTS] = StreamLimiter(config.max_streams)
     app.cleanup_ctx.extend([_store, _pool, _services])
     app.on_response_prepare.append(add_cors_headers)
     app.on_shutdown.append(_close_streams)

@@ -11,6 +11,7 @@ from aiohttp import web
 from server.bus import Bus
 from server.callbacks import Deliverer
 from server.config import Config
+from server.limits import RateLimiter, StreamLimiter
 from server.pool import WorkerPool
 from server.runner import Runner
 from server.statusview import StatusView
@@ -25,4 +26,6 @@ RUNNER = web.AppKey("runner", Runner)
 DELIVERER = web.AppKey("deliverer", Deliverer)
 VIEW = web.AppKey("view", StatusView)
 LOCAL_FILES = web.AppKey("local_files", LocalStorage)
+RATES = web.AppKey("rates", RateLimiter)
+STREAM_SLOTS = web.AppKey("stream_slots", StreamLimiter)
 STREAMS = web.AppKey("streams", set[asyncio.Task[Any]])  # open stream handlers

@@ -60,6 +60,21 @@ class Config:
     max_body_bytes: int = field(
         default=4 * 1024 * 1024, metadata={"help": "Largest request body accepted (413 above)."}
     )
+    rate_limit: float = field(
+        default=1000.0,
+        metadata={
+            "help": "Tasks an account may create per second, sustained (429 with Retry-After "
+            "above; 0 turns the limit off)."
+        },
+    )
+    rate_burst: int = field(
+        default=20_000,
+        metadata={"help": "Tasks an account may create at once before the rate limit applies."},
+    )
+    max_streams: int = field(
+        default=5000,
+        metadata={"help": "Open status streams per account (429 above)."},
+    )
     max_attempts: int = field(
         default=3,
         metadata={

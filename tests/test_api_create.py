@@ -132,3 +132,23 @@ async def test_task_store_and_metas_are_checked(api: Api) -> None:
     assert "floppy" in statuses[1]["error"]["parameters"]["task_store.type"][0]
     assert statuses[2]["error"] == {"parameters": {"task_metas": ["must be an object"]}}
     assert statuses[3]["status"] == "success"
+
+
+async def test_rate_limit_answers_429_with_retry_after(make_api) -> None:
+    api = await make_api(rate_limit=1, rate_burst=3)
+    assert (await api.create([{"task_name": "hello", "name": "a"}] * 3))[0] == 200
+    resp = await api.client.post(
+        "/v2/create",
+        data=orjson.dumps({"tasks": [{"task_name": "hello", "name": "a"}] * 2}),
+        headers=AUTH,
+    )
+    assert resp.status == 429
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert_error_body(await resp.json(), "tasks")
+
+
+async def test_deeply_nested_json_is_refused(api: Api) -> None:
+    body = b'{"tasks": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    resp = await api.client.post("/v2/create", data=body, headers=AUTH)
+    assert resp.status == 400
+    assert_error_body(await resp.json(), "body")

@@ -133,3 +133,25 @@ async def test_many_concurrent_streams_all_get_every_final_status(api: Api) -> N
 
     results = await asyncio.gather(*(follow() for _ in range(50)))
     assert all(r == set(keys) for r in results)
+
+
+async def test_open_streams_per_account_are_limited(make_api, tmp_path) -> None:
+    api = await make_api(max_streams=2)
+    release = tmp_path / "release"
+    (created,) = await api.create_ok([{"task_name": "test.partial", "release": str(release)}])
+    held = []
+    for _ in range(2):
+        resp = await api.client.get("/v2/stream", params={"tasks": created["key"]}, headers=AUTH)
+        await resp.content.readline()
+        held.append(resp)
+    refused = await api.client.get("/v2/stream", params={"tasks": created["key"]}, headers=AUTH)
+    assert refused.status == 429
+    body = {"tasks": [{"task_name": "hello", "name": "x"}]}
+    refused = await api.client.post("/v2/create_stream", data=orjson.dumps(body), headers=AUTH)
+    assert refused.status == 429
+    release.write_text("go")
+    for resp in held:
+        await read_lines(resp)
+    again = await api.client.get("/v2/stream", params={"tasks": created["key"]}, headers=AUTH)
+    assert again.status == 200
+    await read_lines(again)
