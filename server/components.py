@@ -13,7 +13,9 @@ from server.callbacks import Deliverer
 from server.config import Config
 from server.pool import WorkerPool
 from server.runner import Runner
+from server.sealing import Sealer
 from server.statusview import StatusView
+from server.storage import ManagedStorage
 from server.store import SqliteStore
 from storage_backends.local import Storage as LocalStorage
 
@@ -25,4 +27,6 @@ RUNNER = web.AppKey("runner", Runner)
 DELIVERER = web.AppKey("deliverer", Deliverer)
 VIEW = web.AppKey("view", StatusView)
 LOCAL_FILES = web.AppKey("local_files", LocalStorage)
+STORAGE = web.AppKey("storage", ManagedStorage)  # the persistent and volatile systems
+SEALER = web.AppKey("sealer", Sealer)  # seals task credentials at rest
 STREAMS = web.AppKey("streams", set[asyncio.Task[Any]])  # open stream handlers
