@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +24,12 @@ from aiohttp.abc import AbstractResolver
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storage_backends import BaseStorage, StorageError, StoredFile
+
+# botocore's DEBUG log prints every request's headers and signing steps, which name the access key
+# id of the credentials in use, maybe a task's own: botocore logs at INFO at most, whatever level
+# the server runs at.
+for _name in ("botocore", "aiobotocore"):
+    logging.getLogger(_name).setLevel(logging.INFO)
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest part (but the last)
 MAX_PARTS = 10_000  # S3's most parts in one upload
