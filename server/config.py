@@ -108,8 +108,9 @@ class Config:
     s3_region: str | None = field(
         default=None, metadata={"help": "Region of the bucket (default: botocore's choice)."}
     )
-    s3_prefix: str = field(
-        default="", metadata={"help": "Key prefix for every output file in the bucket."}
+    s3_prefix: str | None = field(
+        default=None,
+        metadata={"help": "Key prefix (a folder) for every output file in the bucket."},
     )
     s3_public_url: str | None = field(
         default=None,

@@ -30,6 +30,7 @@ from server.fetch import describe_failure, guard
 from server.sealing import Sealer, SealError
 from server.statuses import Task
 from server.storage import MANAGED, ManagedStorage, url_address
+from server.store import StoreError
 from server.urlguard import BlockedAddress, GuardedResolver
 from storage_backends import StorageError
 from tasks.declare import Kind, check_url
@@ -242,7 +243,9 @@ class Outputs:
             else:
                 raise OutputError(f"unknown storage type {kind_of_store!r}")
         except StorageError as e:
-            raise OutputError(f"storing the output file failed: {e}") from None
+            raise OutputError(str(e)) from None
+        except StoreError as e:
+            raise OutputError(f"recording the output file failed: {e}") from None
         except SealError as e:
             raise OutputError(str(e)) from None
         return stored

@@ -62,7 +62,7 @@ def open_backends(config: Config) -> tuple[dict[str, BaseStorage], str]:
     from storage_backends.s3 import S3Settings
     from storage_backends.s3 import Storage as S3Storage
 
-    prefix = config.s3_prefix.strip("/")
+    prefix = (config.s3_prefix or "").strip("/")
     prefix = f"{prefix}/" if prefix else ""
     backends["s3"] = S3Storage(
         # The operator's own bucket: not behind the URL guard, which is for URLs of clients.
