@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Iterable
@@ -45,8 +46,9 @@ class S3Settings:
     itself (environment variables, shared config, instance role). `public_url` is a base URL
     at which the bucket's keys are readable (a public bucket, a CDN); without it `url` gives
     presigned GET URLs valid for `presign_expires` seconds. Files up to `part_size` bytes go up
-    in one request, larger ones as multipart uploads of `part_size` parts. `resolver` (an
-    aiohttp resolver) decides which addresses the client may connect to.
+    in one request, larger ones as multipart uploads of `part_size` parts. A request is tried
+    `max_attempts` times. `resolver` (an aiohttp resolver) decides which addresses the client
+    may connect to.
     """
 
     bucket: str
@@ -60,7 +62,15 @@ class S3Settings:
     part_size: int = 8 * 1024 * 1024
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
+    max_attempts: int = 3
     resolver: AbstractResolver | None = None
+
+
+@functools.cache
+def _session() -> Any:
+    """One botocore session for every client: it caches the service models, so a task's own
+    client (an `s3` task_store) costs no model loading."""
+    return get_session()
 
 
 class Storage(BaseStorage):
@@ -92,7 +102,7 @@ class Storage(BaseStorage):
             "signature_version": "s3v4",
             "connect_timeout": s.connect_timeout,
             "read_timeout": s.read_timeout,
-            "retries": {"max_attempts": 3, "mode": "standard"},
+            "retries": {"max_attempts": s.max_attempts, "mode": "standard"},
             # Path-style keys work with every S3-compatible service and with IP endpoints.
             "s3": {"addressing_style": "path" if s.endpoint_url else "auto"},
         }
@@ -106,7 +116,7 @@ class Storage(BaseStorage):
             }
         try:
             return await self._stack.enter_async_context(
-                get_session().create_client(
+                _session().create_client(
                     "s3",
                     region_name=s.region,
                     endpoint_url=s.endpoint_url,

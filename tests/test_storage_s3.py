@@ -164,7 +164,9 @@ async def test_backend_errors_are_storage_errors(moto: Moto, tmp_path: Path) -> 
     with pytest.raises(StorageError, match="NoSuchBucket"):
         await missing.list("")
     await missing.close()
-    closed = backend(moto, "any-bucket", endpoint_url=f"http://127.0.0.1:{free_port()}")
+    closed = backend(
+        moto, "any-bucket", endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1
+    )
     with pytest.raises(StorageError, match="any-bucket failed"):
         await closed.put("a/f.txt", tmp_path / "f.txt", "text/plain")
     await closed.close()
@@ -305,6 +307,24 @@ async def test_s3_signed_upload(api: Api, s3: Any, bucket: str, tmp_path: Path) 
     assert result["width"] == 10
     stored = await read_object(s3, bucket, "incoming/video.mp4")
     assert len(stored) == 6 * MiB and stored[: len(head)] == head
+
+
+async def test_s3_signed_upload_is_streamed(api: Api, s3: Any, bucket: str, tmp_path: Path) -> None:
+    size = 64 * MiB
+    url = await presigned_put(s3, bucket, "incoming/big.bin")
+    (tmp_path / "w").mkdir()
+    write_file(tmp_path / "w" / "output.bin", size, seed=3)
+    task = new_task(api, {"type": "s3_signed", "url": url})
+    outputs = api.client.app[components.RUNNER].outputs
+    tracemalloc.start()
+    try:
+        await outputs.store(task, TWO_OUTPUTS_KIND, {"output": "output.bin"}, tmp_path / "w")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    print(f"64 MiB s3_signed PUT: peak traced memory {peak / MiB:.1f} MiB")
+    assert peak < 8 * MiB, peak  # a chunk or two of 1 MiB, never the file
+    assert (await s3.head_object(Bucket=bucket, Key="incoming/big.bin"))["ContentLength"] == size
 
 
 async def test_s3_signed_urls_per_output_file(
