@@ -17,6 +17,7 @@ from server.auth import authenticate
 from server.errors import BadRequest, ServiceUnavailable
 from server.outputs import validate_task_store
 from server.runner import deliveries_for
+from server.sealing import Sealer
 from server.statuses import Status, Task, new_key, now_iso
 from tasks import get as get_kind
 from tasks import registry
@@ -59,7 +60,7 @@ async def _body_object(request: web.Request) -> dict[str, Any]:
 # -- create ------------------------------------------------------------------------------------
 
 
-def _build_task(account_id: int, definition: Any, index: int) -> Task:
+def _build_task(account_id: int, definition: Any, index: int, sealer: Sealer) -> Task:
     """A new task from its definition; parameter errors make it a task already in error."""
     where = f"tasks.{index}"
     if not isinstance(definition, dict):
@@ -71,7 +72,7 @@ def _build_task(account_id: int, definition: Any, index: int) -> Task:
     if kind is None:
         raise BadRequest(f"{where}.task_name", "body", f"unknown task_name {str(name)[:64]!r}")
     params, errors = kind.validate(definition)
-    task_store, store_errors = validate_task_store(definition.get("task_store"))
+    task_store, store_errors = validate_task_store(definition.get("task_store"), sealer)
     errors.update(store_errors)
     metas = definition.get("task_metas")
     if metas is not None and not isinstance(metas, dict):
@@ -118,7 +119,8 @@ async def _create(request: web.Request, stream: bool = False) -> tuple[int, list
     runner = app[components.RUNNER]
     if runner.queued + len(definitions) > config.max_queued:
         raise ServiceUnavailable("tasks", "body", "the queue is full, retry later", Retry_After="5")
-    tasks = [_build_task(account.id, d, i) for i, d in enumerate(definitions)]
+    sealer = app[components.SEALER]
+    tasks = [_build_task(account.id, d, i, sealer) for i, d in enumerate(definitions)]
     app[components.RATES].take(account.id, len(tasks))
     errored = [t for t in tasks if t.status is Status.ERROR]
     deliveries = [d for t in errored for d in deliveries_for(t)]

@@ -109,6 +109,69 @@ class Config:
     access_log: bool = field(
         default=False, metadata={"help": "Log every HTTP request (off: it costs throughput)."}
     )
+    s3_bucket: str | None = field(
+        default=None,
+        metadata={
+            "help": "S3 bucket for persistent and volatile output files (default: local disk "
+            "under --data-dir, served by this server)."
+        },
+    )
+    s3_endpoint_url: str | None = field(
+        default=None,
+        metadata={"help": "Endpoint of an S3-compatible service (default: Amazon S3)."},
+    )
+    s3_region: str | None = field(
+        default=None, metadata={"help": "Region of the bucket (default: botocore's choice)."}
+    )
+    s3_prefix: str | None = field(
+        default=None,
+        metadata={"help": "Key prefix (a folder) for every output file in the bucket."},
+    )
+    s3_public_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "Base URL at which the bucket's keys are publicly readable (a public bucket "
+            "or a CDN); without it, output URLs are presigned GET URLs."
+        },
+    )
+    s3_presign_expires: int = field(
+        default=7 * 24 * 3600,
+        metadata={"help": "Seconds a presigned output URL stays valid (at most 7 days)."},
+    )
+    s3_access_key_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Access key for the bucket (default: the AWS_ACCESS_KEY_ID environment "
+            "variable, shared config or instance role, as botocore finds them)."
+        },
+    )
+    s3_secret_access_key: str | None = field(
+        default=None,
+        metadata={
+            "help": "Secret key for the bucket (default: AWS_SECRET_ACCESS_KEY, as botocore "
+            "finds it; prefer the environment, flags show in the process list)."
+        },
+    )
+    s3_part_size: int = field(
+        default=8 * 1024 * 1024,
+        metadata={
+            "help": "Bytes per part of a multipart upload to S3; larger files are sent in "
+            "parts, one in memory at a time (at least 5 MiB)."
+        },
+    )
+    upload_timeout: float = field(
+        default=900.0,
+        metadata={
+            "help": "Seconds one request of an output upload to S3 or to an s3_signed URL may take."
+        },
+    )
+    storage_sweep_interval: float = field(
+        default=3600.0,
+        metadata={
+            "help": "Seconds between sweeps deleting expired persistent files and volatile "
+            "files older than 7 days."
+        },
+    )
 
     @property
     def db_path(self) -> Path:
@@ -117,6 +180,11 @@ class Config:
     @property
     def files_dir(self) -> Path:
         return self.data_dir / "files"
+
+    @property
+    def key_path(self) -> Path:
+        """The key that encrypts task credentials at rest (created on first start)."""
+        return self.data_dir / "storage.key"
 
     @property
     def base_url(self) -> str:

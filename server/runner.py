@@ -23,7 +23,7 @@ import orjson
 from server.bus import Bus
 from server.config import Config
 from server.fetch import FetchError, download
-from server.outputs import Outputs
+from server.outputs import OutputError, Outputs
 from server.pool import TaskTimedOut, WorkerDied, WorkerPool
 from server.statuses import Status, Task, now_iso
 from server.store import Delivery, SqliteStore, new_delivery_id
@@ -161,7 +161,7 @@ class Runner:
                 await self._end(task, Status.SUCCESS, result=result)
             else:
                 await self._end(task, Status.ERROR, error=value)
-        except FetchError as e:
+        except (FetchError, OutputError) as e:
             await self._end(task, Status.ERROR, error=str(e))
         except TaskTimedOut as e:
             await self._end(task, Status.ERROR, error=str(e))

@@ -1,4 +1,4 @@
-"""The task store: accounts, tasks, and the callbacks outbox.
+"""The task store: accounts, tasks, the callbacks outbox, and the stored output files.
 
 `Store` names the operations after the task's lifecycle (insert_batch, claim, requeue,
 record_progress, finish); `SqliteStore` is the embedded implementation over aiosqlite. No SQL
@@ -42,6 +42,27 @@ class ApiKey:
     key: str
     account: Account
     referrers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One output file kept in a managed storage system (persistent or volatile).
+
+    `path` is the backend's path (`persistent/1/KEY/x.jpg`), `name` the account's view of it
+    (`KEY/x.jpg`), `created` a Unix time, and `url` the URL given out, without its query string
+    (a presigned URL's signature changes, its address does not).
+    """
+
+    account_id: int
+    storage: str
+    backend: str
+    path: str
+    name: str
+    task_key: str
+    size: int
+    created: float
+    url: str
+    id: int | None = None
 
 
 @dataclass
@@ -124,6 +145,26 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_task ON deliveries(task_key);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    account_id INTEGER NOT NULL,
+    storage TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    path TEXT NOT NULL,
+    name TEXT NOT NULL,
+    task_key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    url TEXT NOT NULL,
+    UNIQUE (backend, path)
+);
+CREATE INDEX IF NOT EXISTS files_account ON files(account_id, storage, name);
+CREATE INDEX IF NOT EXISTS files_url ON files(account_id, url);
+CREATE INDEX IF NOT EXISTS files_age ON files(storage, created);
+CREATE TABLE IF NOT EXISTS storage_expiration (
+    account_id INTEGER PRIMARY KEY,
+    days INTEGER NOT NULL
+);
 """
 
 _TASK_COLUMNS = (
@@ -511,6 +552,126 @@ class SqliteStore:
         rows = await self._query("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
         return rows[0][0]
 
+    # -- stored files ------------------------------------------------------------------------
+    # Every file of the managed storage systems has a row, so listing, usage, deletion by URL
+    # or date and the expiration sweep are queries, whatever the backend.
+
+    async def record_file(self, f: FileRecord) -> None:
+        """Records a file once it is stored."""
+        await self._write(
+            [
+                (
+                    f"INSERT OR REPLACE INTO files({_FILE_COLUMNS}) VALUES ({','.join('?' * 9)})",
+                    (
+                        f.account_id,
+                        f.storage,
+                        f.backend,
+                        f.path,
+                        f.name,
+                        f.task_key,
+                        f.size,
+                        f.created,
+                        f.url,
+                    ),
+                )
+            ]
+        )
+
+    async def find_files(
+        self,
+        account_id: int,
+        storage: str,
+        *,
+        name: str | None = None,
+        prefix: str = "",
+        created_from: float | None = None,
+        created_to: float | None = None,
+    ) -> list[FileRecord]:
+        """The account's files of one storage system: the one called `name`, or those whose
+        name starts with `prefix`; created within [created_from, created_to] when given.
+        Sorted by name."""
+        sql = f"SELECT {_FILE_COLUMNS}, id FROM files WHERE account_id = ? AND storage = ?"
+        params: list[Any] = [account_id, storage]
+        if name is not None:
+            sql += " AND name = ?"
+            params.append(name)
+        elif prefix:
+            # substr, not LIKE: LIKE ignores case and treats % and _ as wildcards.
+            sql += " AND substr(name, 1, ?) = ?"
+            params += [len(prefix), prefix]
+        if created_from is not None:
+            sql += " AND created >= ?"
+            params.append(created_from)
+        if created_to is not None:
+            sql += " AND created <= ?"
+            params.append(created_to)
+        rows = await self._query(sql + " ORDER BY name", params)
+        return [FileRecord(*r) for r in rows]
+
+    async def files_by_url(self, account_id: int, urls: Sequence[str]) -> list[FileRecord]:
+        """The account's files among these URLs (given without their query strings)."""
+        found: list[FileRecord] = []
+        unique = list(dict.fromkeys(urls))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i : i + 500]
+            rows = await self._query(
+                f"SELECT {_FILE_COLUMNS}, id FROM files WHERE account_id = ? "
+                f"AND url IN ({','.join('?' * len(chunk))}) ORDER BY name",
+                (account_id, *chunk),
+            )
+            found += [FileRecord(*r) for r in rows]
+        return found
+
+    async def forget_files(self, ids: Sequence[int]) -> None:
+        """Drops the rows of files deleted from their backend."""
+        if ids:
+            await self._write([("DELETE FROM files WHERE id = ?", (i,)) for i in ids])
+
+    async def storage_usage(self, account_id: int, storage: str = "persistent") -> int:
+        """Bytes of the account's files in one storage system."""
+        rows = await self._query(
+            "SELECT COALESCE(SUM(size), 0) FROM files WHERE account_id = ? AND storage = ?",
+            (account_id, storage),
+        )
+        return rows[0][0]
+
+    async def set_expiration(self, account_id: int, days: int) -> None:
+        """Sets the lifetime of the account's persistent files (0: kept until deleted)."""
+        await self._write(
+            [
+                (
+                    "INSERT INTO storage_expiration(account_id, days) VALUES (?, ?) "
+                    "ON CONFLICT(account_id) DO UPDATE SET days = excluded.days",
+                    (account_id, days),
+                )
+            ]
+        )
+
+    async def expiration(self, account_id: int) -> int:
+        rows = await self._query(
+            "SELECT days FROM storage_expiration WHERE account_id = ?", (account_id,)
+        )
+        return rows[0][0] if rows else 0
+
+    async def expired_files(
+        self, now: float, volatile_max_age: float, backends: Sequence[str], limit: int
+    ) -> list[FileRecord]:
+        """Volatile files older than `volatile_max_age` seconds and persistent files past
+        their account's expiration, kept on one of `backends`, oldest first."""
+        rows = await self._query(
+            f"SELECT {_FILE_COLUMNS_F}, f.id FROM files f "
+            "LEFT JOIN storage_expiration e ON e.account_id = f.account_id "
+            "WHERE ((f.storage = 'volatile' AND f.created < ?) "
+            "OR (f.storage = 'persistent' AND e.days > 0 AND f.created < ? - e.days * 86400.0)) "
+            f"AND f.backend IN ({','.join('?' * len(backends))}) "
+            "ORDER BY f.created LIMIT ?",
+            (now - volatile_max_age, now, *backends, limit),
+        )
+        return [FileRecord(*r) for r in rows]
+
+
+_FILE_COLUMNS = "account_id, storage, backend, path, name, task_key, size, created, url"
+_FILE_COLUMNS_F = ", ".join(f"f.{c}" for c in _FILE_COLUMNS.split(", "))
 
 # A no-op that only waits for the transaction of everything queued before it.
 _BARRIER = "-- barrier"

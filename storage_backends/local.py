@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from storage_backends import BaseStorage, StoredFile
+from storage_backends import BaseStorage, StorageError, StoredFile
 
 
 class Storage(BaseStorage):
@@ -25,15 +25,27 @@ class Storage(BaseStorage):
     async def put(self, path: str, source: Path, content_type: str) -> None:
         target = self.local_path(path)
         if target is None:
-            raise ValueError(f"invalid storage path {path!r}")
+            raise StorageError(f"invalid storage path {path!r}")
 
         def move() -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(source, target)
+            # A concurrent delete may remove the folder between mkdir and move (it drops the
+            # folders it leaves empty): try again then.
+            for attempt in range(3):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    # A rename on the same disk; a copy in chunks across disks.
+                    shutil.move(source, target)
+                    return
+                except FileNotFoundError:
+                    if attempt == 2 or not source.exists():
+                        raise
 
-        await asyncio.to_thread(move)
+        try:
+            await asyncio.to_thread(move)
+        except OSError as e:
+            raise StorageError(f"storing the file on local disk failed: {e.strerror}") from None
 
-    def url(self, path: str) -> str:
+    async def url(self, path: str) -> str:
         return f"{self.base_url}/files/{path}"
 
     async def list(self, prefix: str) -> list[StoredFile]:
@@ -52,5 +64,22 @@ class Storage(BaseStorage):
 
     async def delete(self, path: str) -> None:
         target = self.local_path(path)
-        if target is not None:
-            await asyncio.to_thread(target.unlink, missing_ok=True)
+        if target is None:
+            return
+
+        def remove() -> None:
+            target.unlink(missing_ok=True)
+            # Drop the folders the file leaves empty (a task's folder, then the account's).
+            parent = target.parent
+            root = self.root.resolve()
+            while parent != root and parent.is_relative_to(root):
+                try:
+                    parent.rmdir()
+                except OSError:  # not empty: another file lives there
+                    break
+                parent = parent.parent
+
+        try:
+            await asyncio.to_thread(remove)
+        except OSError as e:
+            raise StorageError(f"deleting a file on local disk failed: {e.strerror}") from None
