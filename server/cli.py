@@ -13,6 +13,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
+from server.accesslog import AccessLogger
 from server.auth import normalize_origin
 from server.config import Config, settings
 from server.store import SqliteStore
@@ -82,6 +83,7 @@ def serve(args: argparse.Namespace) -> None:
         port=config.port,
         print=None,
         access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
+        access_log_class=AccessLogger,
         shutdown_timeout=10,
         loop=uvloop.new_event_loop(),
     )

@@ -10,7 +10,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from server.config import Config
-from server.urlguard import BlockedAddress, GuardedResolver, check_literal_host
+from server.urlguard import BlockedAddress, GuardedResolver, check_literal_host, url_address
 
 CHUNK = 1024 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -51,7 +51,8 @@ def describe_failure(url: str, error: BaseException, timeout: float) -> str:
 
 
 async def download(session: aiohttp.ClientSession, config: Config, url: str, dest: Path) -> Path:
-    """Streams `url` into `dest`, following at most `fetch_max_redirects` checked redirects."""
+    """Streams `url` into `dest`, following at most `fetch_max_redirects` checked redirects.
+    Error messages name the URL without its credentials or query string (signatures)."""
     timeout = aiohttp.ClientTimeout(
         total=config.fetch_timeout, sock_connect=config.fetch_connect_timeout
     )
@@ -66,22 +67,24 @@ async def download(session: aiohttp.ClientSession, config: Config, url: str, des
                         continue
                     if resp.status != 200:
                         reason = f"HTTP {resp.status} {resp.reason or ''}".rstrip()
-                        raise FetchError(f"downloading {url} failed: {reason}")
+                        raise FetchError(f"downloading {url_address(url)} failed: {reason}")
                     await _save(resp, config.fetch_max_bytes, url, dest)
                     return dest
             raise FetchError(
-                f"downloading {url} failed: more than {config.fetch_max_redirects} redirects"
+                f"downloading {url_address(url)} failed: more than "
+                f"{config.fetch_max_redirects} redirects"
             )
     except FetchError:
         raise
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
-        raise FetchError(
-            f"downloading {url} failed: {describe_failure(current, e, config.fetch_timeout)}"
-        ) from None
+        reason = describe_failure(current, e, config.fetch_timeout)
+        raise FetchError(f"downloading {url_address(url)} failed: {reason}") from None
 
 
 async def _save(resp: aiohttp.ClientResponse, limit: int, url: str, dest: Path) -> None:
-    too_large = f"downloading {url} failed: the file is larger than the {limit} byte limit"
+    too_large = (
+        f"downloading {url_address(url)} failed: the file is larger than the {limit} byte limit"
+    )
     if resp.content_length is not None and resp.content_length > limit:
         raise FetchError(too_large)
     size = 0

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from server.config import Config
 from server.store import FileRecord, SqliteStore
+from server.urlguard import url_address
 from storage_backends import BaseStorage
 from storage_backends.local import Storage as LocalStorage
 
@@ -33,17 +33,6 @@ MANAGED = ("persistent", "volatile")
 VOLATILE_MAX_AGE = 7 * 24 * 3600.0  # the reference: "Files are stored for a week"
 DAY = 24 * 3600.0
 _SWEEP_BATCH = 1000
-
-
-def url_address(url: str) -> str:
-    """A URL without its credentials, query string and fragment: where the file is, without
-    what signs it. Deletion by URL compares these."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def iso_millis(timestamp: float) -> str:

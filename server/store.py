@@ -241,6 +241,7 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
+        self._closing = False
         self._writer_task: asyncio.Task[None] | None = None
         # Accounts are never deleted and their secrets never change, so a secret that once
         # matched always does; API keys can be removed and are always read from the database.
@@ -268,12 +269,11 @@ class SqliteStore:
         """Commits what is pending, then closes the connections (whatever happens)."""
         try:
             if self._writer_task:
-                await self._flush()
+                # The writer commits the batch in flight and what is pending, then returns.
+                self._closing = True
+                self._wake.set()
+                await self._writer_task
         finally:
-            if self._writer_task:
-                self._writer_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer_task
             for db in (self._writer, self._reader):
                 if db is not None:
                     await db.close()
@@ -296,19 +296,16 @@ class SqliteStore:
         self._pending.append((sql, params, None))
         self._wake.set()
 
-    async def _flush(self) -> None:
-        """Waits until everything queued so far is committed."""
-        if self._pending:
-            await self._write([(_BARRIER, ())])
-
     async def _write_loop(self) -> None:
         assert self._writer is not None
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
+            if not self._pending:
+                if self._closing:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
                 continue
+            batch, self._pending = self._pending, []
             try:
                 await self._writer.execute("BEGIN IMMEDIATE")
                 i = 0
@@ -317,12 +314,11 @@ class SqliteStore:
                     j = i
                     while j < len(batch) and batch[j][0] == sql:
                         j += 1
-                    if sql is not _BARRIER:
-                        await self._writer.executemany(sql, [op[1] for op in batch[i:j]])
+                    await self._writer.executemany(sql, [op[1] for op in batch[i:j]])
                     i = j
                 await self._writer.execute("COMMIT")
-            except sqlite3.Error as e:
-                with contextlib.suppress(sqlite3.Error):
+            except Exception as e:  # the writer must outlive any failure, or writes would hang
+                with contextlib.suppress(Exception):
                     await self._writer.execute("ROLLBACK")
                 error = StoreError(f"task store write failed: {e}")
                 for *_, future in batch:
@@ -672,9 +668,6 @@ class SqliteStore:
 
 _FILE_COLUMNS = "account_id, storage, backend, path, name, task_key, size, created, url"
 _FILE_COLUMNS_F = ", ".join(f"f.{c}" for c in _FILE_COLUMNS.split(", "))
-
-# A no-op that only waits for the transaction of everything queued before it.
-_BARRIER = "-- barrier"
 
 _INSERT_DELIVERY = (
     "INSERT INTO deliveries(id, task_key, account_id, event, url, body, state, next_attempt) "

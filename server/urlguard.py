@@ -12,11 +12,23 @@ from __future__ import annotations
 import ipaddress
 import socket
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def url_address(url: str) -> str:
+    """A URL without its credentials, query string and fragment: where the file is, without
+    what signs it. Deletion by URL compares these."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class BlockedAddress(OSError):
