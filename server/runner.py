@@ -211,8 +211,8 @@ class Runner:
         task.status, task.completed_at = status, now_iso()
         task.result, task.error = (result, None) if status is Status.SUCCESS else (None, error)
         deliveries = deliveries_for(task)
-        # Shielded: on shutdown the write still lands (the store flushes pending writes).
-        await asyncio.shield(self.store.finish(task, deliveries))
+        # On shutdown the write still lands: the store commits what is queued before closing.
+        await self.store.finish(task, deliveries)
         self.bus.publish(task)
         if deliveries:
             self.on_delivery()

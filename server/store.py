@@ -288,8 +288,8 @@ class SqliteStore:
             self._pending.append((sql, params, None))
         self._pending.append((*ops[-1], future))
         self._wake.set()
-        # Shielded: a client that disconnects must not cancel a write others depend on.
-        await asyncio.shield(future)
+        # A cancelled caller stops waiting, but its statements stay queued and are committed.
+        await future
 
     def _write_soon(self, sql: str, params: tuple[Any, ...]) -> None:
         """Queues a statement without waiting for its commit (progress updates)."""
