@@ -8,15 +8,23 @@ import hashlib
 import hmac
 
 import orjson
+import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from server.retry import RetrySchedule
 from tests.conftest import SECRET, Api, Receiver
 
 
 def assert_signed(headers: dict[str, str], body: bytes) -> None:
+    """Checks the signature by hand and with a Standard Webhooks library."""
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
     expected = base64.b64encode(hmac.new(SECRET.encode(), signed, hashlib.sha256).digest())
     assert headers["webhook-signature"] == "v1," + expected.decode()
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert Webhook(SECRET.encode()).verify(body, lowered) == orjson.loads(body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(b"another secret").verify(body, lowered)
 
 
 async def test_callback_posts_the_final_status(api: Api, receiver: Receiver) -> None:
