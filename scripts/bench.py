@@ -16,6 +16,7 @@ import asyncio
 import multiprocessing
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -121,8 +122,42 @@ def _create_process(base: str, clients: int, seconds: float, out: multiprocessin
     out.put(asyncio.run(_create_loop(base, clients, seconds)))
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"tasks": [{"task_name": "hello", "name": "bench"}]}'
+wrk.headers["Authorization"] = "Secret %s"
+"""
+
+
+def creates_with_wrk(base: str, clients: int, seconds: float) -> float | None:
+    """Creates per second measured by wrk (a C client, so the load costs the server's cores
+    little), or None when wrk is not installed (`apt-get install wrk`)."""
+    if shutil.which("wrk") is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT % SECRET)
+        script.flush()
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{clients}",
+                f"-d{seconds:g}s",
+                "-s",
+                script.name,
+                f"{base}/v2/create",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"creates failed under wrk:\n{out}")
+    return float(out.split("Requests/sec:")[1].split()[0])
+
+
 def creates_per_second(base: str, clients: int, processes: int, seconds: float) -> float:
-    """`clients` concurrent connections spread over `processes` client processes."""
+    """`clients` concurrent connections spread over `processes` Python client processes."""
     ctx = multiprocessing.get_context("spawn")
     out: multiprocessing.Queue = ctx.Queue()
     procs = [
@@ -176,6 +211,8 @@ async def status_latency(base: str, workers: int, clients: int, seconds: float) 
             {"tasks": [{"task_name": "test.spin", "seconds": seconds + 3}] * workers}
         )
         async with session.post(f"{base}/v2/create", data=busy) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"create failed: {await resp.text()}")
             busy_keys = [s["key"] for s in await resp.json()]
         hello = orjson.dumps({"tasks": [{"task_name": "hello", "name": "s"}] * 10, "block": True})
         async with session.post(f"{base}/v2/create", data=hello) as resp:
@@ -256,8 +293,15 @@ def main() -> None:
         try:
             asyncio.run(wait_ready(base))
             print(f"taskstream bench: {args.workers} workers, {os.cpu_count()} CPUs, loopback")
-            rate = creates_per_second(base, clients=32, processes=2, seconds=args.seconds)
-            print(f"creates/s (32 concurrent clients, one task each): {rate:,.0f}   target 8,000")
+            rate = creates_with_wrk(base, clients=32, seconds=args.seconds)
+            client = "wrk"
+            if rate is None:
+                rate = creates_per_second(base, clients=32, processes=2, seconds=args.seconds)
+                client = "aiohttp clients; install wrk for a lighter client"
+            print(
+                f"creates/s (32 concurrent clients, one task each, {client}): {rate:,.0f}   "
+                "target 8,000"
+            )
             rate = asyncio.run(end_to_end(base, args.tasks, batch=100))
             print(f"hello tasks/s end to end ({args.tasks:,} tasks): {rate:,.0f}   target 2,000")
             lat = asyncio.run(status_latency(base, args.workers, 16, args.seconds))
