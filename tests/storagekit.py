@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from server import components
 from server.outputs import validate_task_store
 from server.statuses import Status, Task, new_key, now_iso
 from tasks.declare import Kind, Output
-from tests.conftest import Api
+from tests.conftest import Api, free_port
 
 # A kind of this test module only (not registered): the server stores its files like any other.
 OUTPUT_KIND = Kind(
@@ -83,12 +82,6 @@ async def store_outputs(
     await asyncio.to_thread(write)
     outputs = api.client.app[components.RUNNER].outputs
     return await outputs.store(task, kind, result, workdir)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
