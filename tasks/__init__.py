@@ -11,7 +11,7 @@ from functools import cache
 
 from tasks.declare import Kind
 
-_MACHINERY = {"audio", "declare", "docs", "geometry", "imaging", "media"}
+_MACHINERY = {"audio", "declare", "docs", "geometry", "imaging", "media", "pictures"}
 
 
 @cache
