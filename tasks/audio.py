@@ -11,6 +11,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import av
 import av.container
@@ -34,6 +35,9 @@ def select_audio(container: av.container.InputContainer) -> av.AudioStream:
     if not container.streams.audio:
         raise TaskError("the file has no audio stream")
     stream = container.streams.audio[0]
+    if not stream.codec_context.sample_rate or not stream.codec_context.channels:
+        # FFmpeg found no frame it could read to learn the stream's parameters.
+        raise TaskError("the file is not a media file we can read, or it is corrupt or truncated")
     for other in container.streams:
         if other.index != stream.index:
             other.discard = av.stream.Discard.all
@@ -96,6 +100,7 @@ class Peaks:
     block: int
     samples: int
     rate: int
+    reached_end: bool  # whether decoding ran into the end of the stream before `end`
 
 
 def _planes(frame: av.AudioFrame) -> np.ndarray:
@@ -200,6 +205,7 @@ def peaks(
     fmt = ""
     last_report = -1.0
     reducer: _BlockReducer | None = None
+    reached_end = True
     for frame in container.decode(stream):
         if frame.samples == 0:
             continue
@@ -211,6 +217,7 @@ def peaks(
             if frame.pts is not None and frame.time_base is not None:
                 at = round((float(frame.pts * frame.time_base) - base - start) * rate)
             if at >= expected:
+                reached_end = False
                 break
             if at + frame.samples <= 0:
                 continue  # wholly before `start`: the seek landed earlier
@@ -224,6 +231,7 @@ def peaks(
         step = reducer.step
         reducer.add(planes[:, lo * step : hi * step] if lo or hi < frame.samples else planes)
         if reducer.samples >= expected:
+            reached_end = False
             break
         if progress is not None and hinted:
             done = min(100.0, 100.0 * reducer.samples / hinted)
@@ -231,9 +239,9 @@ def peaks(
                 last_report = done
                 progress(done)
     if reducer is None:
-        return Peaks(np.zeros(0, np.float32), np.zeros(0, np.float32), block, 0, rate)
+        return Peaks(np.zeros(0, np.float32), np.zeros(0, np.float32), block, 0, rate, reached_end)
     mins, maxs = reducer.finish(fmt)
-    return Peaks(mins, maxs, block, reducer.samples, rate)
+    return Peaks(mins, maxs, block, reducer.samples, rate, reached_end)
 
 
 def _add_silence(reducer: _BlockReducer, samples: int, like: np.ndarray, fmt: str) -> None:
@@ -242,3 +250,84 @@ def _add_silence(reducer: _BlockReducer, samples: int, like: np.ndarray, fmt: st
     piece = np.full((like.shape[0], CHUNK_SAMPLES * reducer.step), silent, dtype=like.dtype)
     for done in range(0, samples, CHUNK_SAMPLES):
         reducer.add(piece[:, : min(CHUNK_SAMPLES, samples - done) * reducer.step])
+
+
+# Containers whose header or index gives the exact duration, so that decoding ending well before
+# it means the file was cut short. (Elsewhere FFmpeg estimates the duration from the bitrate.)
+_EXACT_DURATION = {"flac", "mov", "mp4", "m4a", "matroska", "webm", "ogg"}
+# How far before the announced end decoding may stop (encoder delay and padding, edit lists).
+CUT_SLACK = 0.2  # seconds, or 5% of the duration if more
+
+
+def check_complete(
+    path: str | Path,
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    decoded_end: float | None = None,
+) -> None:
+    """Raises a TaskError when the file was cut short: a WAV whose RIFF header counts more
+    bytes than the file holds, or a file whose header or index announces a duration (FLAC, MP4,
+    Matroska, MP3 with a Xing or VBRI header) well past the last sample decoded.
+
+    `decoded_end` is where decoding to the end of the stream stopped, in seconds from the start
+    of the file; without it, the last second of the stream is decoded to find out."""
+    names = set(container.format.name.split(","))
+    if "wav" in names:
+        _check_riff(Path(path))
+        return
+    exact = bool(names & _EXACT_DURATION) or ("mp3" in names and _has_vbr_header(Path(path)))
+    declared = stream_duration(container, stream)
+    if not exact or declared <= 0:
+        return
+    if decoded_end is None:
+        decoded_end = _last_sample_time(container, stream, declared)
+    if decoded_end < declared - max(CUT_SLACK, 0.05 * declared):
+        raise TaskError(
+            f"the file is truncated or corrupt: it announces {declared:.2f} s of audio, but "
+            f"the audio stops at {decoded_end:.2f} s"
+        )
+
+
+def _last_sample_time(
+    container: av.container.InputContainer, stream: av.AudioStream, declared: float
+) -> float:
+    """Where the stream's audio really ends, decoding only its last second or so."""
+    base = origin(container)
+    if stream.time_base is not None and declared > 1.0:
+        container.seek(int((base + declared - 1.0) / stream.time_base), stream=stream)
+    end = 0.0
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is not None and frame.time_base is not None and frame.sample_rate:
+                end = float(frame.pts * frame.time_base) - base + frame.samples / frame.sample_rate
+    except av.FFmpegError:
+        pass  # a cut in the middle of a frame: `end` is as far as it went
+    return end
+
+
+def _check_riff(path: Path) -> None:
+    with path.open("rb") as f:
+        header = f.read(12)
+    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return
+    declared = int.from_bytes(header[4:8], "little") + 8
+    # Streaming writers leave 0 or 0xFFFFFFFF in the size; a pad byte may be missing at the end.
+    if 8 < declared < 0xFFFFFFF0 and declared > path.stat().st_size + 1:
+        raise TaskError(
+            f"the file is truncated: its header counts {declared} bytes, but it holds "
+            f"{path.stat().st_size}"
+        )
+
+
+def _has_vbr_header(path: Path) -> bool:
+    """Whether an MP3 starts with a Xing, Info or VBRI frame, which counts its frames (so its
+    duration is known, not estimated from the first frame's bitrate)."""
+    with path.open("rb") as f:
+        head = f.read(10)
+        skip = 0
+        if head[:3] == b"ID3" and len(head) == 10:
+            size = head[6:10]
+            skip = 10 + (size[0] << 21 | size[1] << 14 | size[2] << 7 | size[3])
+        f.seek(skip)
+        first = f.read(4096)
+    return any(tag in first for tag in (b"Xing", b"Info", b"VBRI"))

@@ -14,7 +14,7 @@ from typing import Any
 import av
 import av.container
 
-from tasks.audio import codec_name, origin, select_audio, stream_duration
+from tasks.audio import check_complete, codec_name, origin, select_audio, stream_duration
 from tasks.declare import BOOLEAN, STRING, URL, Job, Kind, Output, Param, TaskError
 from tasks.media import describe, open_media
 
@@ -75,16 +75,22 @@ def _copy(
     stream: av.AudioStream,
     out: av.container.OutputContainer,
     report: Any,
-) -> None:
-    """Copies the stream's packets into `out` (a remux: no decoding)."""
+) -> float:
+    """Copies the stream's packets into `out` (a remux: no decoding); returns where the last
+    packet ends, in seconds."""
     target = out.add_stream_from_template(stream)
+    end = 0.0
     for packet in container.demux(stream):
         if packet.dts is None:
             continue  # the demuxer's final empty packet
         if packet.pts is not None and packet.time_base is not None:
             report(float(packet.pts * packet.time_base))
+            end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
         packet.stream = target
         out.mux(packet)
+    if end == 0.0:
+        raise TaskError("the file holds no audio we can decode")
+    return end
 
 
 def _transcode(
@@ -93,9 +99,10 @@ def _transcode(
     out: av.container.OutputContainer,
     target: Target,
     report: Any,
-) -> None:
+) -> float:
     """Decodes the stream and encodes it into `out`, frame by frame; PyAV's encoder resamples
-    each frame to the encoder's sample format, layout and frame size."""
+    each frame to the encoder's sample format, layout and frame size. Returns where the last
+    frame ends, in seconds."""
     encoder = av.Codec(target.encoder, "w")
     channels = stream.codec_context.channels
     rate = _rate(encoder, stream.codec_context.sample_rate or 44100)
@@ -104,13 +111,19 @@ def _transcode(
     encoded.bit_rate = BITRATE_PER_CHANNEL * (1 if encoded.layout.name == "mono" else 2)
     if target.options:
         encoded.codec_context.options = dict(target.options)
+    end = 0.0
     for frame in container.decode(stream):
         if frame.pts is not None and frame.time_base is not None:
-            report(float(frame.pts * frame.time_base))
+            at = float(frame.pts * frame.time_base)
+            report(at)
+            end = at + frame.samples / (frame.sample_rate or rate)
         for packet in encoded.encode(frame):
             out.mux(packet)
+    if end == 0.0:
+        raise TaskError("the file holds no audio we can decode")
     for packet in encoded.encode(None):
         out.mux(packet)
+    return end
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -119,16 +132,18 @@ def run(job: Job) -> dict[str, Any]:
     path = job.workdir / name
     with open_media(job.inputs["url"], need="audio") as container:
         stream = select_audio(container)
-        report = _reporter(job, stream_duration(container, stream), origin(container))
+        base = origin(container)
+        report = _reporter(job, stream_duration(container, stream), base)
         copy = codec_name(stream) == target.codec and not job.params["force"]
         try:
             with av.open(str(path), "w", format=target.container) as out:
                 if copy:
-                    _copy(container, stream, out, report)
+                    end = _copy(container, stream, out, report)
                 else:
-                    _transcode(container, stream, out, target, report)
+                    end = _transcode(container, stream, out, target, report)
         except av.FFmpegError as e:
             raise TaskError(describe(e)) from None
+        check_complete(job.inputs["url"], container, stream, end - base)
     return {
         "duration": _output_duration(path),
         "content_type": target.content_type,

@@ -5,8 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tasks.audio import codec_name, content_type, peaks, select_audio, stream_duration
-from tasks.declare import URL, Job, Kind, Output, Param
+from tasks.audio import (
+    check_complete,
+    codec_name,
+    content_type,
+    peaks,
+    select_audio,
+    stream_duration,
+)
+from tasks.declare import URL, Job, Kind, Output, Param, TaskError
 from tasks.media import open_media
 
 
@@ -19,11 +26,15 @@ def run(job: Job) -> dict[str, Any]:
             # the samples instead.
             found = peaks(container, stream, 0.0, math.inf, 1)
             seconds = found.samples / found.rate if found.rate else 0.0
-        return {
+            if seconds <= 0:
+                raise TaskError("the file holds no audio we can decode")
+        result = {
             "duration": round(seconds, 2),
             "content_type": content_type(container),
             "codec": codec_name(stream),
         }
+        check_complete(job.inputs["url"], container, stream)
+        return result
 
 
 KIND = Kind(

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tasks.audio import peaks, select_audio, stream_duration
+from tasks.audio import check_complete, peaks, select_audio, stream_duration
 from tasks.declare import COLOR, FLOAT, INTEGER, STRING, URL, Job, Kind, Output, Param, TaskError
 from tasks.media import open_media
 
@@ -76,6 +76,9 @@ def run(job: Job) -> dict[str, Any]:
         stop = end if end is not None else math.inf
         span = (min(stop, total) - start) if total > 0 else None
         found = peaks(container, stream, start, stop, width * BLOCKS_PER_COLUMN, job.progress, span)
+        if found.reached_end and found.samples:
+            end_seconds = start + found.samples / found.rate
+            check_complete(job.inputs["url"], container, stream, end_seconds)
     if found.samples == 0:
         raise TaskError(f"the file has no audio between {start:g} s and the end")
     lows, highs = columns(found.mins, found.maxs, found.block, found.samples, width)
