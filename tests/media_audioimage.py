@@ -30,15 +30,20 @@ def tone(
     layout: str = "stereo",
     freq: float = 440.0,
     fmt: str | None = None,
+    live: bool = False,
 ) -> Path:
     """A sine tone in the container of `path`'s extension, made of `parts`, each (seconds,
-    amplitude): ((1, 0.9), (1, 0.0)) is a loud second then a silent one."""
+    amplitude): ((1, 0.9), (1, 0.0)) is a loud second then a silent one. `live` writes a
+    Matroska file as a live stream, with no duration in its header."""
     amplitudes = np.concatenate([np.full(round(s * rate), a, np.float64) for s, a in parts])
     t = np.arange(len(amplitudes)) / rate
     signal = amplitudes * np.sin(2 * np.pi * freq * t)
-    with av.open(str(path), "w") as out:
+    options = {"live": "1"} if live else {}
+    with av.open(str(path), "w", options=options) as out:
         stream = out.add_stream(codec, rate=rate)
         stream.layout = layout
+        if codec.startswith("wmav"):
+            stream.bit_rate = 64000  # the WMA encoders refuse to guess one
         if fmt:
             stream.format = fmt
         channels = len(stream.layout.channels)
