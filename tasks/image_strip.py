@@ -4,6 +4,7 @@ width x height, `wrap` cells per row."""
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,8 +14,9 @@ from tasks.declare import BOOLEAN, INTEGER, STRING, URLS, Job, Kind, Output, Par
 from tasks.imaging import MAX_IMAGE_PIXELS
 from tasks.pictures import MAX_SIDE, load_fitted, save, target_size
 
+# Decoding threads: Pillow decodes and resizes without holding the GIL.
+THREADS = min(4, os.cpu_count() or 2)
 # format choice: Pillow's format, file extension, MIME type.
-THREADS = 2
 FORMATS = {"jpeg": ("JPEG", "jpg", "image/jpeg"), "png": ("PNG", "png", "image/png")}
 
 
@@ -36,7 +38,7 @@ def run(job: Job) -> dict[str, Any]:
     def load(path: str) -> Image.Image:
         return load_fitted(path, cell[0], cell[1], p["crop"]).image
 
-    # Pillow decodes and resizes without holding the GIL: two threads keep two cores busy.
+    # Pictures are decoded and resized on several cores at once, pasted in order.
     with ThreadPoolExecutor(THREADS) as pool:
         for i, picture in enumerate(pool.map(load, paths)):
             left = (i % per_row) * cell[0] + (cell[0] - picture.width) // 2

@@ -95,8 +95,11 @@ def load_fitted(
         image.close()
         raise TaskError(f"the image is corrupt or truncated ({e})") from None
     with image:
-        pixels = to_rgb(image)
-    pixels = apply(pixels, layout)
+        # Resized before the file closes: `to_rgb` hands back the decoded image itself when it
+        # is RGB already, sparing a copy of every full-size picture.
+        pixels = apply(to_rgb(image), layout)
+        if pixels is image:
+            pixels = image.copy()
     if transpose is not None:
         pixels = pixels.transpose(transpose)
     if rotation in ROTATE_CCW:
@@ -105,13 +108,13 @@ def load_fitted(
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """The image as RGB, or RGBA when it has transparency; 16-bit greys are scaled down, not
-    clipped."""
+    """The image as RGB (itself if it is RGB already), or RGBA when it has transparency; 16-bit
+    greys are scaled down, not clipped."""
     if "transparency" in image.info or image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         return image.convert("RGBA")
     if image.mode.startswith("I;16") or (image.mode == "I" and image.getextrema()[1] > 255):
         image = image.convert("I").point(lambda v: v / 257).convert("L")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def target_size(path: str | Path, width: int | None, height: int | None) -> tuple[int, int]:
