@@ -51,9 +51,14 @@ def origin(container: av.container.InputContainer) -> float:
 
 
 def stream_duration(container: av.container.InputContainer, stream: av.AudioStream) -> float:
-    """The audio stream's duration in seconds, else the container's; 0.0 when unknown."""
-    if stream.duration and stream.time_base is not None and stream.duration > 0:
-        return float(stream.duration * stream.time_base)
+    """Seconds from the start of the file to the end of its audio stream (a soundtrack that
+    starts late ends late), else the container's duration; 0.0 when unknown."""
+    tb = stream.time_base
+    if stream.duration and tb is not None and stream.duration > 0:
+        offset = 0.0
+        if stream.start_time is not None:
+            offset = max(0.0, float(stream.start_time * tb) - origin(container))
+        return offset + float(stream.duration * tb)
     return container_duration(container)
 
 

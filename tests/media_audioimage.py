@@ -186,3 +186,33 @@ def rgb_at(image: Image.Image, xy: tuple[int, int]) -> tuple[int, int, int]:
 def near(color: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 40) -> bool:
     """Whether two colours match within `tolerance` per channel (JPEG is lossy)."""
     return all(abs(a - b) <= tolerance for a, b in zip(color, expected, strict=True))
+
+
+def late_audio_video(path: Path, *, seconds: float = 2.0, audio_from: float = 1.0) -> Path:
+    """A small video whose loud sound (0.9) only starts at `audio_from` seconds: the audio
+    stream begins later than the file."""
+    rate, fps = 22050, 10
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        audio = out.add_stream("pcm_s16le", rate=rate)
+        audio.layout = "mono"
+        for i in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 10, np.uint8), "rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        samples = round((seconds - audio_from) * rate)
+        signal = 0.9 * np.sin(2 * np.pi * 440 * np.arange(samples) / rate)
+        start = round(audio_from * rate)
+        for at in range(0, samples, 2048):
+            data = np.round(signal[None, at : at + 2048] * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = rate, start + at, Fraction(1, rate)
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+    return path

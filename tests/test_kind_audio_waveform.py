@@ -13,7 +13,7 @@ from tasks.audio import peaks, select_audio
 from tasks.declare import TaskError
 from tasks.media import open_media
 from tests.conftest import Api, Origin, assert_status
-from tests.media_audioimage import Progress, broken_files, run_kind, tone
+from tests.media_audioimage import Progress, broken_files, late_audio_video, run_kind, tone
 from tests.mediagen import make_video
 
 LOUD_QUIET = ((1.0, 0.9), (1.0, 0.0))
@@ -210,6 +210,23 @@ def test_a_videos_audio(tmp_path: Path) -> None:
     assert result["duration"] == pytest.approx(1.0, abs=0.05)
     rows = rows_of(image, 25, (0, 0, 0))
     assert 28 <= len(rows) <= 33 and abs(rows[0] - 15) <= 2, rows
+
+
+@pytest.mark.parametrize("name", ["late.mkv", "late.mov"])
+def test_audio_that_starts_late_is_placed_in_time(tmp_path: Path, name: str) -> None:
+    """The sound of this video starts at 1 s: the first half of the waveform is silence."""
+    source = late_audio_video(tmp_path / name, seconds=2.0, audio_from=1.0)
+    result, image = waveform(tmp_path, source, width=40, height=30)
+    assert result["duration"] == pytest.approx(2.0, abs=0.05)
+    for x in (2, 10, 18):
+        assert len(rows_of(image, x, (0, 0, 0))) == 1, x
+    for x in (22, 30, 38):
+        assert len(rows_of(image, x, (0, 0, 0))) >= 26, x
+    _, image = waveform(tmp_path / "span", source, width=40, height=30, start=0.5, end=1.5)
+    assert len(rows_of(image, 10, (0, 0, 0))) == 1
+    assert len(rows_of(image, 30, (0, 0, 0))) >= 26
+    _, image = waveform(tmp_path / "end", source, width=40, height=30, start=1.5)
+    assert len(rows_of(image, 20, (0, 0, 0))) >= 26
 
 
 def test_progress_is_reported_as_the_span_is_decoded(tmp_path: Path) -> None:
