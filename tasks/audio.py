@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,11 @@ from tasks.media import duration as container_duration
 # Samples are gathered into chunks of about this many before numpy reduces them, so the
 # per-call overhead of numpy is paid once per chunk, not once per decoded frame.
 CHUNK_SAMPLES = 1 << 16
+# Packets the decoder may reject (skipped, as the ffmpeg tool does) before the file counts as
+# corrupt: a damaged frame or two in a long file should not lose the whole file.
+MAX_BAD_PACKETS = 16
+# Seconds decoded before a seek target and thrown away, so the decoder is primed at the target.
+SEEK_PREROLL = 0.1
 
 # Full scale of each sample format, to bring integer peaks into [-1, 1].
 _SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
@@ -50,15 +55,18 @@ def origin(container: av.container.InputContainer) -> float:
     return start / av.time_base if start is not None and start > 0 else 0.0
 
 
+def _stream_offset(container: av.container.InputContainer, stream: av.AudioStream) -> float:
+    """Seconds from the start of the file to the stream's first sample."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return max(0.0, float(stream.start_time * stream.time_base) - origin(container))
+
+
 def stream_duration(container: av.container.InputContainer, stream: av.AudioStream) -> float:
     """Seconds from the start of the file to the end of its audio stream (a soundtrack that
     starts late ends late), else the container's duration; 0.0 when unknown."""
-    tb = stream.time_base
-    if stream.duration and tb is not None and stream.duration > 0:
-        offset = 0.0
-        if stream.start_time is not None:
-            offset = max(0.0, float(stream.start_time * tb) - origin(container))
-        return offset + float(stream.duration * tb)
+    if stream.duration and stream.time_base is not None and stream.duration > 0:
+        return _stream_offset(container, stream) + float(stream.duration * stream.time_base)
     return container_duration(container)
 
 
@@ -95,6 +103,50 @@ def codec_name(stream: av.AudioStream) -> str:
     return stream.codec.canonical_name
 
 
+def decode(
+    container: av.container.InputContainer, stream: av.AudioStream
+) -> Iterator[av.AudioFrame]:
+    """The stream's frames from the current position. Packets the decoder rejects are skipped,
+    up to MAX_BAD_PACKETS; past that, or when it rejects every one, the file is reported
+    corrupt."""
+    bad = good = 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.InvalidDataError:
+            bad += 1
+            if bad > MAX_BAD_PACKETS:
+                raise TaskError(
+                    f"the audio is corrupt: the decoder rejected more than {MAX_BAD_PACKETS} of "
+                    f"its packets"
+                ) from None
+            continue
+        good += len(frames)
+        yield from frames
+    if bad and not good:
+        raise TaskError("the audio is corrupt or truncated: the decoder could read none of it")
+
+
+def uniform(frames: Iterator[av.AudioFrame]) -> Iterator[av.AudioFrame]:
+    """The frames, all in the first one's sample format, channel layout and rate: a stream
+    that changes midway (two files joined end to end) is resampled back to it (and those frames
+    carry no timestamp)."""
+    first = None
+    resamplers: dict[tuple[str, str, int], av.AudioResampler] = {}
+    for frame in frames:
+        kind = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if first is None:
+            first = kind
+        if kind == first:
+            yield frame
+            continue
+        if kind not in resamplers:
+            resamplers[kind] = av.AudioResampler(*first)
+        for resampled in resamplers[kind].resample(frame):
+            resampled.pts = None  # in the resampler's time base: placed by count instead
+            yield resampled
+
+
 @dataclass
 class Peaks:
     """Per-block extremes of a decoded span: block `i` holds samples `i*block` to
@@ -106,17 +158,32 @@ class Peaks:
     samples: int
     rate: int
     reached_end: bool  # whether decoding ran into the end of the stream before `end`
+    silence: int = 0  # samples of silence put where the stream had none (a late start, gaps)
+
+    @property
+    def decoded(self) -> float:
+        """Seconds of audio really decoded."""
+        return (self.samples - self.silence) / self.rate
 
 
-def _planes(frame: av.AudioFrame) -> np.ndarray:
-    """The frame's samples as stored: (channels, samples) for a planar format, (1, samples *
-    channels) interleaved for a packed one. Either way a block of `b` samples is `b * step`
-    consecutive elements of every row, where `step` is 1 (planar) or the channel count."""
-    return frame.to_ndarray()
+# numpy types of FFmpeg's sample formats (planar ones end in "p").
+_DTYPES = {
+    "u8": np.uint8,
+    "s16": np.int16,
+    "s32": np.int32,
+    "s64": np.int64,
+    "flt": np.float32,
+    "dbl": np.float64,
+}
 
 
-def _step(frame: av.AudioFrame) -> int:
-    return 1 if frame.format.is_planar else len(frame.layout.channels)
+def _planes(frame: av.AudioFrame, dtype: type, per_sample: int) -> list[np.ndarray]:
+    """Views of the frame's samples, without copying: one array per channel for a planar
+    format (`per_sample` 1), one interleaved array for a packed one (`per_sample` the channel
+    count). Cheaper than `to_ndarray`, which stacks the planes into a new array, a cost paid on
+    every frame."""
+    count = frame.samples * per_sample
+    return [np.frombuffer(plane, dtype, count) for plane in frame.planes]
 
 
 def _scale(fmt: str) -> tuple[float, float]:
@@ -130,42 +197,46 @@ def _scale(fmt: str) -> tuple[float, float]:
 class _BlockReducer:
     """Reduces a stream of sample arrays (as `_planes` gives them) to min/max per block of
     `block` samples over all channels, in chunks of about CHUNK_SAMPLES so numpy does the work
-    in few calls. Rows stay contiguous, so a chunk reduces without any transposition."""
+    in few calls. `step` is the number of values per sample in each array: 1 for planar audio,
+    the channel count for interleaved audio."""
 
-    def __init__(self, block: int, step: int) -> None:
+    def __init__(self, block: int, step: int, planes: int) -> None:
         self.block = block
-        self.width = block * step  # elements per block in each row
         self.step = step
-        self.pending: list[np.ndarray] = []
-        self.pending_elements = 0
+        self.width = block * step  # values per block in each array
+        self.pending: list[list[np.ndarray]] = [[] for _ in range(planes)]
+        self.pending_values = 0
         self.mins: list[np.ndarray] = []
         self.maxs: list[np.ndarray] = []
         self.samples = 0
 
-    def add(self, planes: np.ndarray) -> None:
-        self.pending.append(planes)
-        self.pending_elements += planes.shape[1]
-        self.samples += planes.shape[1] // self.step
-        if self.pending_elements >= CHUNK_SAMPLES * self.step:
+    def add(self, planes: list[np.ndarray]) -> None:
+        for store, plane in zip(self.pending, planes, strict=True):
+            store.append(plane)
+        self.pending_values += len(planes[0])
+        self.samples += len(planes[0]) // self.step
+        if self.pending_values >= CHUNK_SAMPLES * self.step:
             self._reduce(final=False)
 
     def _reduce(self, final: bool) -> None:
-        if not self.pending:
+        size = self.pending_values
+        if not size:
             return
-        chunk = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending, 1)
-        size = chunk.shape[1]
         whole = size - size % self.width
-        self.pending = [chunk[:, whole:]] if whole < size else []
-        self.pending_elements = size - whole
-        if whole:
-            blocks = chunk[:, :whole].reshape(chunk.shape[0], whole // self.width, self.width)
-            self.mins.append(blocks.min(axis=(0, 2)))
-            self.maxs.append(blocks.max(axis=(0, 2)))
-        if final and self.pending:
-            tail = self.pending[0]
-            self.mins.append(tail.min(keepdims=True).reshape(1))
-            self.maxs.append(tail.max(keepdims=True).reshape(1))
-            self.pending, self.pending_elements = [], 0
+        count = whole // self.width
+        chunks = [store[0] if len(store) == 1 else np.concatenate(store) for store in self.pending]
+        if count:
+            blocks = [chunk[:whole].reshape(count, self.width) for chunk in chunks]
+            self.mins.append(np.minimum.reduce([b.min(axis=1) for b in blocks]))
+            self.maxs.append(np.maximum.reduce([b.max(axis=1) for b in blocks]))
+        rest = [chunk[whole:] for chunk in chunks]
+        self.pending_values = size - whole
+        self.pending = [[r] if self.pending_values else [] for r in rest]
+        if final and self.pending_values:
+            self.mins.append(np.array([min(r.min() for r in rest)]))
+            self.maxs.append(np.array([max(r.max() for r in rest)]))
+            self.pending = [[] for _ in rest]
+            self.pending_values = 0
 
     def finish(self, fmt: str) -> tuple[np.ndarray, np.ndarray]:
         self._reduce(final=True)
@@ -206,55 +277,88 @@ def peaks(
     else:
         hinted, block = 0, 64
     if start > 0 and stream.time_base is not None:
-        container.seek(int((base + start) / stream.time_base), stream=stream, backward=True)
-    fmt = ""
-    last_report = -1.0
+        # A little before `start`: the first frames after a seek prime the decoder (MP3's bit
+        # reservoir, AAC's overlap) and are cut off below, before `start`.
+        target = max(0.0, base + start - SEEK_PREROLL)
+        container.seek(int(target / stream.time_base), stream=stream, backward=True)
+    frames = uniform(decode(container, stream))
     reducer: _BlockReducer | None = None
-    reached_end = True
-    for frame in container.decode(stream):
+    fmt, dtype, per_sample = "", np.float32, 1
+    for frame in frames:
+        # Until the first frame that reaches into the span: place it in time.
         if frame.samples == 0:
             continue
-        planes = _planes(frame)
-        if reducer is None:
-            fmt = frame.format.name
-            rate = frame.sample_rate or rate
-            at = 0  # where this frame starts, in samples from `start`
-            if frame.pts is not None and frame.time_base is not None:
-                at = round((float(frame.pts * frame.time_base) - base - start) * rate)
-            if at >= expected:
-                reached_end = False
-                break
-            if at + frame.samples <= 0:
-                continue  # wholly before `start`: the seek landed earlier
-            reducer = _BlockReducer(block, _step(frame))
-            if at > 0:
-                _add_silence(reducer, at, planes, fmt)
-            lo = max(0, -at)
-        else:
-            lo = 0
+        rate = frame.sample_rate or rate
+        at = 0  # where this frame starts, in samples from `start`
+        if frame.pts is not None and frame.time_base is not None:
+            at = round((float(frame.pts * frame.time_base) - base - start) * rate)
+        if at >= expected:
+            break
+        if at + frame.samples <= 0:
+            continue  # wholly before `start`: the seek landed earlier
+        fmt = frame.format.name
+        dtype = _DTYPES[fmt.rstrip("p")]
+        per_sample = 1 if frame.format.is_planar else frame.layout.nb_channels
+        planes = _planes(frame, dtype, per_sample)
+        reducer = _BlockReducer(block, per_sample, len(planes))
+        if at > 0:
+            _add_silence(reducer, at, dtype, fmt)
+        lo = max(0, -at)
         hi = min(frame.samples, lo + expected - reducer.samples)
-        step = reducer.step
-        reducer.add(planes[:, lo * step : hi * step] if lo or hi < frame.samples else planes)
-        if reducer.samples >= expected:
+        reducer.add([plane[lo * per_sample : hi * per_sample] for plane in planes])
+        break
+    if reducer is None:
+        empty = np.zeros(0, np.float32)
+        return Peaks(empty, empty, block, 0, rate, reached_end=True)
+
+    # The rest of the span: one frame after another, as little Python per frame as possible.
+    silence = max(0, at)
+    remaining = expected - reducer.samples
+    reached_end = remaining > 0
+    report_every = max(1, hinted // 100)
+    next_report = reducer.samples + report_every
+    seconds_per_tick = float(stream.time_base) if stream.time_base is not None else 0.0
+    offset = base + start
+    jitter = math.ceil(seconds_per_tick * rate) + 1  # how far timestamps may stray, rounded
+    for frame in frames if remaining > 0 else ():
+        count = frame.samples
+        pts = frame.pts
+        if pts is not None and seconds_per_tick:
+            # Half a frame or more missing (packets the decoder rejected, a gap in the stream):
+            # silence keeps what follows in its place.
+            gap = round((pts * seconds_per_tick - offset) * rate) - reducer.samples
+            if gap * 2 > count and gap > jitter:
+                gap = min(gap, remaining)
+                _add_silence(reducer, gap, dtype, fmt)
+                silence += gap
+                remaining -= gap
+                if remaining <= 0:
+                    reached_end = False
+                    break
+        planes = _planes(frame, dtype, per_sample)
+        if count >= remaining:
+            reducer.add([plane[: remaining * per_sample] for plane in planes])
+            remaining = 0
+        else:
+            reducer.add(planes)
+            remaining -= count
+        if remaining <= 0:
             reached_end = False
             break
-        if progress is not None and hinted:
-            done = min(100.0, 100.0 * reducer.samples / hinted)
-            if done - last_report >= 1.0:
-                last_report = done
-                progress(done)
-    if reducer is None:
-        return Peaks(np.zeros(0, np.float32), np.zeros(0, np.float32), block, 0, rate, reached_end)
+        if progress is not None and hinted and reducer.samples >= next_report:
+            next_report = reducer.samples + report_every
+            progress(min(100.0, 100.0 * reducer.samples / hinted))
     mins, maxs = reducer.finish(fmt)
-    return Peaks(mins, maxs, block, reducer.samples, rate, reached_end)
+    return Peaks(mins, maxs, block, reducer.samples, rate, reached_end, silence)
 
 
-def _add_silence(reducer: _BlockReducer, samples: int, like: np.ndarray, fmt: str) -> None:
-    """Adds `samples` silent samples shaped like `like`, a chunk at a time."""
+def _add_silence(reducer: _BlockReducer, samples: int, dtype: type, fmt: str) -> None:
+    """Adds `samples` silent samples, a chunk at a time."""
     silent = 128 if fmt.rstrip("p") == "u8" else 0
-    piece = np.full((like.shape[0], CHUNK_SAMPLES * reducer.step), silent, dtype=like.dtype)
+    piece = np.full(CHUNK_SAMPLES * reducer.step, silent, dtype=dtype)
     for done in range(0, samples, CHUNK_SAMPLES):
-        reducer.add(piece[:, : min(CHUNK_SAMPLES, samples - done) * reducer.step])
+        part = piece[: min(CHUNK_SAMPLES, samples - done) * reducer.step]
+        reducer.add([part] * len(reducer.pending))
 
 
 # Containers whose header or index gives the exact duration, so that decoding ending well before
@@ -268,14 +372,16 @@ def check_complete(
     path: str | Path,
     container: av.container.InputContainer,
     stream: av.AudioStream,
-    decoded_end: float | None = None,
+    start: float = 0.0,
+    decoded: float | None = None,
 ) -> None:
-    """Raises a TaskError when the file was cut short: a WAV whose RIFF header counts more
-    bytes than the file holds, or a file whose header or index announces a duration (FLAC, MP4,
-    Matroska, MP3 with a Xing or VBRI header) well past the last sample decoded.
+    """Raises a TaskError when the file was cut short or lost much of its audio to corruption:
+    a WAV whose RIFF header counts more bytes than the file holds, or a file whose header or
+    index announces a duration (FLAC, MP4, Matroska, MP3 with a Xing or VBRI header) that the
+    audio decoded falls well short of.
 
-    `decoded_end` is where decoding to the end of the stream stopped, in seconds from the start
-    of the file; without it, the last second of the stream is decoded to find out."""
+    `decoded` is how many seconds of audio were decoded from `start` to the end of the stream;
+    without it, the last second of the stream is decoded to find where the audio ends."""
     names = set(container.format.name.split(","))
     if "wav" in names:
         _check_riff(Path(path))
@@ -284,12 +390,20 @@ def check_complete(
     declared = stream_duration(container, stream)
     if not exact or declared <= 0:
         return
-    if decoded_end is None:
-        decoded_end = _last_sample_time(container, stream, declared)
-    if decoded_end < declared - max(CUT_SLACK, 0.05 * declared):
+    slack = max(CUT_SLACK, 0.05 * declared)
+    if decoded is None:
+        end = _last_sample_time(container, stream, declared)
+        if end < declared - slack:
+            raise TaskError(
+                f"the file is truncated or corrupt: it announces {declared:.2f} s of audio, but "
+                f"the audio stops at {end:.2f} s"
+            )
+        return
+    expected = declared - max(start, _stream_offset(container, stream))
+    if decoded < expected - slack:
         raise TaskError(
-            f"the file is truncated or corrupt: it announces {declared:.2f} s of audio, but "
-            f"the audio stops at {decoded_end:.2f} s"
+            f"the file is truncated or corrupt: it announces {expected:.2f} s of audio"
+            f"{f' after {start:g} s' if start else ''}, but only {decoded:.2f} s could be decoded"
         )
 
 
@@ -302,7 +416,7 @@ def _last_sample_time(
         container.seek(int((base + declared - 1.0) / stream.time_base), stream=stream)
     end = 0.0
     try:
-        for frame in container.decode(stream):
+        for frame in decode(container, stream):
             if frame.pts is not None and frame.time_base is not None and frame.sample_rate:
                 end = float(frame.pts * frame.time_base) - base + frame.samples / frame.sample_rate
     except av.FFmpegError:

@@ -8,13 +8,22 @@ copied into the output container untouched (no quality lost, no time spent encod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import av.container
 
-from tasks.audio import check_complete, codec_name, origin, select_audio, stream_duration
+from tasks.audio import (
+    check_complete,
+    codec_name,
+    decode,
+    origin,
+    select_audio,
+    stream_duration,
+    uniform,
+)
 from tasks.declare import BOOLEAN, STRING, URL, Job, Kind, Output, Param, TaskError
 from tasks.media import describe, open_media
 
@@ -76,21 +85,21 @@ def _copy(
     out: av.container.OutputContainer,
     report: Any,
 ) -> float:
-    """Copies the stream's packets into `out` (a remux: no decoding); returns where the last
-    packet ends, in seconds."""
+    """Copies the stream's packets into `out` (a remux: no decoding); returns the seconds of
+    audio they hold."""
     target = out.add_stream_from_template(stream)
-    end = 0.0
+    ticks = 0
     for packet in container.demux(stream):
         if packet.dts is None:
             continue  # the demuxer's final empty packet
         if packet.pts is not None and packet.time_base is not None:
             report(float(packet.pts * packet.time_base))
-            end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+        ticks += packet.duration or 0
         packet.stream = target
         out.mux(packet)
-    if end == 0.0:
-        raise TaskError("the file holds no audio we can decode")
-    return end
+    if not ticks or stream.time_base is None:
+        raise TaskError("the file holds no audio we can read")
+    return float(ticks * stream.time_base)
 
 
 def _transcode(
@@ -101,8 +110,8 @@ def _transcode(
     report: Any,
 ) -> float:
     """Decodes the stream and encodes it into `out`, frame by frame; PyAV's encoder resamples
-    each frame to the encoder's sample format, layout and frame size. Returns where the last
-    frame ends, in seconds."""
+    each frame to the encoder's sample format, layout and frame size. Returns the seconds of
+    audio decoded."""
     encoder = av.Codec(target.encoder, "w")
     channels = stream.codec_context.channels
     rate = _rate(encoder, stream.codec_context.sample_rate or 44100)
@@ -111,19 +120,21 @@ def _transcode(
     encoded.bit_rate = BITRATE_PER_CHANNEL * (1 if encoded.layout.name == "mono" else 2)
     if target.options:
         encoded.codec_context.options = dict(target.options)
-    end = 0.0
-    for frame in container.decode(stream):
+    written = 0  # samples so far: the output's timestamps, from 0 and without gaps
+    input_rate = 0
+    for frame in uniform(decode(container, stream)):
         if frame.pts is not None and frame.time_base is not None:
-            at = float(frame.pts * frame.time_base)
-            report(at)
-            end = at + frame.samples / (frame.sample_rate or rate)
+            report(float(frame.pts * frame.time_base))
+        input_rate = input_rate or frame.sample_rate
+        frame.pts, frame.time_base = written, Fraction(1, input_rate)
+        written += frame.samples
         for packet in encoded.encode(frame):
             out.mux(packet)
-    if end == 0.0:
+    if not written:
         raise TaskError("the file holds no audio we can decode")
     for packet in encoded.encode(None):
         out.mux(packet)
-    return end
+    return written / input_rate
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -132,18 +143,17 @@ def run(job: Job) -> dict[str, Any]:
     path = job.workdir / name
     with open_media(job.inputs["url"], need="audio") as container:
         stream = select_audio(container)
-        base = origin(container)
-        report = _reporter(job, stream_duration(container, stream), base)
+        report = _reporter(job, stream_duration(container, stream), origin(container))
         copy = codec_name(stream) == target.codec and not job.params["force"]
         try:
             with av.open(str(path), "w", format=target.container) as out:
                 if copy:
-                    end = _copy(container, stream, out, report)
+                    decoded = _copy(container, stream, out, report)
                 else:
-                    end = _transcode(container, stream, out, target, report)
+                    decoded = _transcode(container, stream, out, target, report)
         except av.FFmpegError as e:
             raise TaskError(describe(e)) from None
-        check_complete(job.inputs["url"], container, stream, end - base)
+        check_complete(job.inputs["url"], container, stream, 0.0, decoded)
     return {
         "duration": _output_duration(path),
         "content_type": target.content_type,

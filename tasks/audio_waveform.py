@@ -77,8 +77,7 @@ def run(job: Job) -> dict[str, Any]:
         span = (min(stop, total) - start) if total > 0 else None
         found = peaks(container, stream, start, stop, width * BLOCKS_PER_COLUMN, job.progress, span)
         if found.reached_end and found.samples:
-            end_seconds = start + found.samples / found.rate
-            check_complete(job.inputs["url"], container, stream, end_seconds)
+            check_complete(job.inputs["url"], container, stream, start, found.decoded)
     if found.samples == 0:
         raise TaskError(f"the file has no audio between {start:g} s and the end")
     lows, highs = columns(found.mins, found.maxs, found.block, found.samples, width)

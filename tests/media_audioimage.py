@@ -216,3 +216,15 @@ def late_audio_video(path: Path, *, seconds: float = 2.0, audio_from: float = 1.
         for packet in audio.encode(None):
             out.mux(packet)
     return path
+
+
+def damaged(good: Path, out: Path, spots: tuple[float, ...], size: int = 64) -> Path:
+    """A copy of `good` with `size` random bytes written at each of `spots` (fractions of its
+    length): a file with a few corrupt frames in the middle."""
+    data = bytearray(good.read_bytes())
+    rng = np.random.default_rng(3)
+    for spot in spots:
+        at = int(len(data) * spot)
+        data[at : at + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    out.write_bytes(bytes(data))
+    return out

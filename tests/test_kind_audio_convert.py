@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tasks.declare import TaskError
-from tests.media_audioimage import Progress, broken_files, run_kind, tone
+from tests.media_audioimage import Progress, broken_files, damaged, run_kind, tone
 from tests.mediagen import make_video
 
 
@@ -161,6 +161,32 @@ def test_broken_files(tmp_path: Path, name: str, codec: str, broken: str) -> Non
     for force in (False, True):
         with pytest.raises(TaskError, match=r"truncated|not a media file|could not be processed"):
             convert(tmp_path, path, codec="mp3", force=force)
+
+
+def test_a_damaged_frame_is_skipped(tmp_path: Path) -> None:
+    good = tone(tmp_path / "g.flac", codec="flac", parts=((6.0, 0.5),))
+    bad = damaged(good, tmp_path / "bad.flac", spots=(0.5,))
+    result, output = convert(tmp_path, bad, codec="aac")
+    assert result["duration"] == pytest.approx(6.0, abs=0.3)
+    _, _, rate, _, samples = decoded(output)
+    assert dominant_frequency(samples, rate) == pytest.approx(440, abs=5)
+    many = damaged(good, tmp_path / "many.flac", spots=tuple(0.1 + 0.02 * k for k in range(40)))
+    with pytest.raises(TaskError, match="corrupt"):
+        convert(tmp_path, many, codec="aac")
+
+
+def test_a_stream_that_changes_format_midway(tmp_path: Path) -> None:
+    """Two MP3s joined end to end, mono at 22.05 kHz then stereo at 44.1 kHz."""
+    first = tone(tmp_path / "a.mp3", codec="libmp3lame", parts=((1.0, 0.5),), layout="mono")
+    second = tone(tmp_path / "b.mp3", codec="libmp3lame", parts=((1.0, 0.5),), rate=44100)
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    for codec in ("aac", "mp3"):
+        _, output = convert(tmp_path / codec, joined, codec=codec, force=True)
+        _, _, rate, _, samples = decoded(output)
+        assert len(samples) / rate == pytest.approx(2.0, abs=0.15)
+        for half in (samples[: len(samples) // 2], samples[len(samples) // 2 :]):
+            assert dominant_frequency(half, rate) == pytest.approx(440, abs=5)
 
 
 def test_parameters_are_validated() -> None:

@@ -13,7 +13,14 @@ from tasks.audio import peaks, select_audio
 from tasks.declare import TaskError
 from tasks.media import open_media
 from tests.conftest import Api, Origin, assert_status
-from tests.media_audioimage import Progress, broken_files, late_audio_video, run_kind, tone
+from tests.media_audioimage import (
+    Progress,
+    broken_files,
+    damaged,
+    late_audio_video,
+    run_kind,
+    tone,
+)
 from tests.mediagen import make_video
 
 LOUD_QUIET = ((1.0, 0.9), (1.0, 0.0))
@@ -266,6 +273,39 @@ def test_a_cut_beyond_the_span_does_not_matter(tmp_path: Path) -> None:
     assert len(rows_of(image, 10, (0, 0, 0))) >= 17
     with pytest.raises(TaskError, match="truncated"):
         waveform(tmp_path, cut, width=20, height=20, start=0.0)
+
+
+def test_a_damaged_frame_is_skipped_and_the_rest_stays_in_place(tmp_path: Path) -> None:
+    """A few corrupt bytes in the loud half: the decoder's rejects are skipped (as ffmpeg
+    does) and what follows keeps its time."""
+    good = tone(tmp_path / "g.flac", codec="flac", parts=((2.0, 0.9), (2.0, 0.0), (2.0, 0.9)))
+    bad = damaged(good, tmp_path / "bad.flac", spots=(0.2,))
+    result, image = waveform(tmp_path, bad, width=120, height=30)
+    assert result["duration"] == 6.0
+    loud = [len(rows_of(image, x, (0, 0, 0))) for x in range(120)]
+    # a frame (2304 samples, 2.1 columns) is lost: the gap is silent, the rest stays in place
+    assert 1 <= sum(n <= 2 for n in loud[:38]) <= 3, loud
+    assert all(n >= 25 for n in loud[30:39]) and all(n <= 2 for n in loud[41:79]), loud
+    assert all(n >= 25 for n in loud[81:]), loud
+
+
+def test_many_damaged_frames_are_an_error(tmp_path: Path) -> None:
+    good = tone(tmp_path / "g.mp3", codec="libmp3lame", parts=((2.0, 0.5),))
+    bad = damaged(good, tmp_path / "bad.mp3", spots=tuple(0.1 + 0.02 * k for k in range(40)))
+    with pytest.raises(TaskError, match="corrupt"):
+        waveform(tmp_path, bad)
+
+
+def test_a_stream_that_changes_format_midway(tmp_path: Path) -> None:
+    """Two MP3s joined end to end, mono then stereo: one waveform across both."""
+    first = tone(tmp_path / "a.mp3", codec="libmp3lame", parts=((1.0, 0.9),), layout="mono")
+    second = tone(tmp_path / "b.mp3", codec="libmp3lame", parts=((1.0, 0.0),))
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    _, image = waveform(tmp_path, joined, width=40, height=30)
+    loud = [len(rows_of(image, x, (0, 0, 0))) for x in range(40)]
+    assert all(n >= 25 for n in loud[2:17]), loud
+    assert all(n <= 2 for n in loud[23:]), loud
 
 
 def test_bad_parameters_are_refused_by_validation() -> None:
