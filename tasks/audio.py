@@ -264,8 +264,9 @@ def peaks(
 
     Samples before `start` in the first decoded frames are dropped, and a gap between `start`
     and the first sample (a stream that starts late) counts as silence, so the span is placed
-    by time; after the first frame, samples are counted, so timestamp jitter cannot shift
-    them."""
+    by time. After that, samples are counted (timestamp jitter cannot shift them), and where
+    the timestamps jump ahead by half a frame or more (packets the decoder rejected, a hole in
+    the stream) the hole is filled with silence, so what follows stays in its place."""
     base = origin(container)
     rate = stream.codec_context.sample_rate or stream.rate or 44100
     expected = sys.maxsize if math.isinf(end) else max(1, round((end - start) * rate))
