@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -217,6 +218,17 @@ def test_a_videos_audio(tmp_path: Path) -> None:
     assert result["duration"] == pytest.approx(1.0, abs=0.05)
     rows = rows_of(image, 25, (0, 0, 0))
     assert 28 <= len(rows) <= 33 and abs(rows[0] - 15) <= 2, rows
+
+
+def test_the_video_stream_is_never_read(tmp_path: Path) -> None:
+    """The demuxer drops a video's packets: only audio packets come out."""
+    source = make_video(tmp_path / "v.mp4", width=64, height=48, seconds=1.0, fps=10)
+    with open_media(source, need="audio") as container:
+        stream = select_audio(container)
+        assert container.streams.video[0].discard == av.stream.Discard.all
+        kinds = {packet.stream.type for packet in container.demux() if packet.size}
+    assert kinds == {"audio"}
+    assert stream.type == "audio"
 
 
 @pytest.mark.parametrize("name", ["late.mkv", "late.mov"])
