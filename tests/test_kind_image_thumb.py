@@ -206,9 +206,12 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path: Path, monkeypatch)
     assert_quadrants(image, IDENTITY, tolerance=30)
 
 
+@pytest.mark.parametrize(("name", "fmt"), [("g.jpg", "JPEG"), ("g.png", "PNG"), ("g.gif", "GIF")])
 @pytest.mark.parametrize("broken", ["truncated", "random", "empty"])
-def test_broken_images(tmp_path: Path, broken: str) -> None:
-    good = marked_image(tmp_path / "g.jpg", width=200, height=150, fmt="JPEG")
+def test_broken_images(tmp_path: Path, broken: str, name: str, fmt: str) -> None:
+    noise = np.random.default_rng(1).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    good = tmp_path / name
+    Image.fromarray(noise).save(good, format=fmt)  # noise: no format can squeeze it small
     with pytest.raises(TaskError, match=r"truncated|not an image|could not be read"):
         thumb(tmp_path, broken_files(tmp_path, good)[broken])
 
