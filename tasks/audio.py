@@ -127,24 +127,37 @@ def decode(
         raise TaskError("the audio is corrupt or truncated: the decoder could read none of it")
 
 
+class _Conformer:
+    """Resamples frames to one sample format, channel layout and rate (the stream's first
+    frame's), for streams that change midway, such as two files joined end to end. The frames
+    it returns carry no timestamp: they are placed by count."""
+
+    def __init__(self, fmt: str, layout: str, rate: int) -> None:
+        self.target = (fmt, layout, rate)
+        self.resamplers: dict[tuple[str, str, int], av.AudioResampler] = {}
+
+    def __call__(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        kind = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if kind not in self.resamplers:
+            self.resamplers[kind] = av.AudioResampler(*self.target)
+        frames = self.resamplers[kind].resample(frame)
+        for resampled in frames:
+            resampled.pts = None
+        return frames
+
+
 def uniform(frames: Iterator[av.AudioFrame]) -> Iterator[av.AudioFrame]:
-    """The frames, all in the first one's sample format, channel layout and rate: a stream
-    that changes midway (two files joined end to end) is resampled back to it (and those frames
-    carry no timestamp)."""
-    first = None
-    resamplers: dict[tuple[str, str, int], av.AudioResampler] = {}
+    """The frames, all in the first one's sample format, channel layout and rate (see
+    `_Conformer`)."""
+    first = conform = None
     for frame in frames:
         kind = (frame.format.name, frame.layout.name, frame.sample_rate)
         if first is None:
-            first = kind
+            first, conform = kind, _Conformer(*kind)
         if kind == first:
             yield frame
-            continue
-        if kind not in resamplers:
-            resamplers[kind] = av.AudioResampler(*first)
-        for resampled in resamplers[kind].resample(frame):
-            resampled.pts = None  # in the resampler's time base: placed by count instead
-            yield resampled
+        else:
+            yield from conform(frame)  # type: ignore[misc]
 
 
 @dataclass
@@ -216,9 +229,11 @@ class _BlockReducer:
         self.pending_values += len(planes[0])
         self.samples += len(planes[0]) // self.step
         if self.pending_values >= CHUNK_SAMPLES * self.step:
-            self._reduce(final=False)
+            self.reduce()
 
-    def _reduce(self, final: bool) -> None:
+    def reduce(self, final: bool = False) -> None:
+        """Reduces the whole blocks pending (and with `final`, the last partial one too). The
+        pending lists are emptied in place: `peaks` appends to them directly."""
         size = self.pending_values
         if not size:
             return
@@ -231,15 +246,17 @@ class _BlockReducer:
             self.maxs.append(np.maximum.reduce([b.max(axis=1) for b in blocks]))
         rest = [chunk[whole:] for chunk in chunks]
         self.pending_values = size - whole
-        self.pending = [[r] if self.pending_values else [] for r in rest]
+        for store, leftover in zip(self.pending, rest, strict=True):
+            store.clear()
+            if self.pending_values and not final:
+                store.append(leftover)
         if final and self.pending_values:
             self.mins.append(np.array([min(r.min() for r in rest)]))
             self.maxs.append(np.array([max(r.max() for r in rest)]))
-            self.pending = [[] for _ in rest]
             self.pending_values = 0
 
     def finish(self, fmt: str) -> tuple[np.ndarray, np.ndarray]:
-        self._reduce(final=True)
+        self.reduce(final=True)
         if not self.mins:
             return np.zeros(0, np.float32), np.zeros(0, np.float32)
         offset, scale = _scale(fmt)
@@ -282,7 +299,7 @@ def peaks(
         # reservoir, AAC's overlap) and are cut off below, before `start`.
         target = max(0.0, base + start - SEEK_PREROLL)
         container.seek(int(target / stream.time_base), stream=stream, backward=True)
-    frames = uniform(decode(container, stream))
+    frames = decode(container, stream)
     reducer: _BlockReducer | None = None
     fmt, dtype, per_sample = "", np.float32, 1
     for frame in frames:
@@ -297,7 +314,7 @@ def peaks(
             break
         if at + frame.samples <= 0:
             continue  # wholly before `start`: the seek landed earlier
-        fmt = frame.format.name
+        first, fmt = frame, frame.format.name
         dtype = _DTYPES[fmt.rstrip("p")]
         per_sample = 1 if frame.format.is_planar else frame.layout.nb_channels
         planes = _planes(frame, dtype, per_sample)
@@ -312,7 +329,8 @@ def peaks(
         empty = np.zeros(0, np.float32)
         return Peaks(empty, empty, block, 0, rate, reached_end=True)
 
-    # The rest of the span: one frame after another, as little Python per frame as possible.
+    # The rest of the span: one frame after another, as little Python per frame as possible
+    # (this loop runs some 40 times per second of audio).
     silence = max(0, at)
     remaining = expected - reducer.samples
     reached_end = remaining > 0
@@ -321,28 +339,46 @@ def peaks(
     seconds_per_tick = float(stream.time_base) if stream.time_base is not None else 0.0
     offset = base + start
     jitter = math.ceil(seconds_per_tick * rate) + 1  # how far timestamps may stray, rounded
+    layout, channels = first.layout.name, first.layout.nb_channels
+    conform = _Conformer(fmt, layout, rate)
+    stores, frombuffer = reducer.pending, np.frombuffer
+    threshold = CHUNK_SAMPLES * per_sample
     for frame in frames if remaining > 0 else ():
         count = frame.samples
-        pts = frame.pts
-        if pts is not None and seconds_per_tick:
-            # Half a frame or more missing (packets the decoder rejected, a gap in the stream):
-            # silence keeps what follows in its place.
-            gap = round((pts * seconds_per_tick - offset) * rate) - reducer.samples
-            if gap * 2 > count and gap > jitter:
-                gap = min(gap, remaining)
-                _add_silence(reducer, gap, dtype, fmt)
-                silence += gap
-                remaining -= gap
-                if remaining <= 0:
-                    reached_end = False
-                    break
-        planes = _planes(frame, dtype, per_sample)
-        if count >= remaining:
-            reducer.add([plane[: remaining * per_sample] for plane in planes])
-            remaining = 0
+        if (
+            frame.format.name != fmt
+            or frame.sample_rate != rate
+            or frame.layout.nb_channels != channels
+        ):
+            for conformed in conform(frame):
+                if remaining > 0:
+                    conformed_planes = _planes(conformed, dtype, per_sample)
+                    reducer.add([p[: remaining * per_sample] for p in conformed_planes])
+                    remaining = expected - reducer.samples
         else:
-            reducer.add(planes)
-            remaining -= count
+            pts = frame.pts
+            if pts is not None and seconds_per_tick:
+                # Half a frame or more missing (packets the decoder rejected, a hole in the
+                # stream): silence keeps what follows in its place.
+                gap = round((pts * seconds_per_tick - offset) * rate) - reducer.samples
+                if gap * 2 > count and gap > jitter:
+                    gap = min(gap, remaining)
+                    _add_silence(reducer, gap, dtype, fmt)
+                    silence += gap
+                    remaining -= gap
+            if 0 < remaining <= count:
+                planes = _planes(frame, dtype, per_sample)
+                reducer.add([plane[: remaining * per_sample] for plane in planes])
+                remaining = 0
+            elif remaining > 0:
+                values = count * per_sample
+                for store, plane in zip(stores, frame.planes, strict=True):
+                    store.append(frombuffer(plane, dtype, values))
+                reducer.samples += count
+                reducer.pending_values += values
+                remaining -= count
+                if reducer.pending_values >= threshold:
+                    reducer.reduce()
         if remaining <= 0:
             reached_end = False
             break
