@@ -16,7 +16,7 @@ from functools import cache
 
 from tasks.declare import Kind
 
-_MACHINERY = {"declare", "docs", "geometry", "imaging", "media"}
+_MACHINERY = {"audio", "declare", "docs", "geometry", "imaging", "media", "pictures"}
 
 
 @cache
