@@ -30,12 +30,12 @@ def markdown() -> str:
             )
             notes = [p.help]
             if p.choices is not None:
-                notes.append("choices: " + ", ".join(f"`{json.dumps(c)}`" for c in p.choices))
+                notes.append("Choices: " + ", ".join(f"`{json.dumps(c)}`" for c in p.choices) + ".")
             if p.min is not None or p.max is not None:
                 low = "" if p.min is None else f"{p.min:g}"
                 high = "" if p.max is None else f"{p.max:g}"
-                notes.append(f"range: {low}..{high}")
-            lines.append(f"| `{p.name}` | {p.type} | {default} | {_cell('; '.join(notes))} |")
+                notes.append(f"Range: {low}..{high}.")
+            lines.append(f"| `{p.name}` | {p.type} | {default} | {_cell(' '.join(notes))} |")
         lines += ["", "| output | type | description |", "| --- | --- | --- |"]
         for o in kind.outputs:
             lines.append(f"| `{o.name}` | {o.type} | {_cell(o.help)} |")
