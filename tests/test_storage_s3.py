@@ -5,6 +5,7 @@ or stored in plain text."""
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 import time
@@ -18,6 +19,7 @@ import orjson
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from PIL import Image
 
 from server import components
 from server.outputs import OutputError
@@ -26,6 +28,7 @@ from storage_backends import StorageError
 from storage_backends.s3 import S3Settings
 from storage_backends.s3 import Storage as S3Storage
 from tests.conftest import AUTH, SECRET, Api, assert_status
+from tests.mediagen import make_image
 from tests.storagekit import (
     TWO_OUTPUTS_KIND,
     Moto,
@@ -483,3 +486,58 @@ def _session() -> Any:
     import aiohttp
 
     return aiohttp.ClientSession()
+
+
+# -- end to end: a real kind's output through each task_store -------------------------------------
+
+
+async def _thumb(api: Api, origin: Any, task_store: dict[str, Any]) -> dict[str, Any]:
+    make_image(origin.root / "photo.jpg", width=320, height=240)
+    return await api.run(
+        {
+            "task_name": "image.thumb",
+            "url": origin.url("photo.jpg"),
+            "width": 64,
+            "height": 48,
+            "format": "png",
+            "task_store": task_store,
+        }
+    )
+
+
+async def test_image_thumb_into_each_task_store(
+    api: Api, origin: Any, moto: Moto, s3: Any, bucket: str
+) -> None:
+    local = await _thumb(api, origin, {"type": "volatile"})
+    assert_status(local, "success")
+    async with api.client.session.get(local["result"]["output"]) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "image/png"
+        assert Image.open(io.BytesIO(await resp.read())).size == (64, 48)
+
+    own = await _thumb(api, origin, s3_store(moto, bucket))
+    assert_status(own, "success")
+    key = own["result"]["output"].removeprefix(f"s3://{bucket}/")
+    assert key.startswith(f"renders/{own['key']}/image.thumb-") and key.endswith(".png")
+    assert Image.open(io.BytesIO(await read_object(s3, bucket, key))).size == (64, 48)
+
+    url = await presigned_put(s3, bucket, "thumbs/signed.png")
+    signed = await _thumb(api, origin, {"type": "s3_signed", "url": url})
+    assert_status(signed, "success")
+    assert signed["result"]["output"] == url.split("?")[0]
+    stored = await read_object(s3, bucket, "thumbs/signed.png")
+    assert Image.open(io.BytesIO(stored)).size == (64, 48)
+
+    _, detailed = await api.status([own["key"], signed["key"]], details="true")
+    shown = orjson.dumps(detailed).decode()
+    for secret in (TASK_KEY_ID, TASK_SECRET, url.split("?")[1]):
+        assert secret not in shown
+
+
+async def test_failed_upload_ends_the_task_in_error_without_secrets(
+    api: Api, origin: Any, moto: Moto
+) -> None:
+    final = await _thumb(api, origin, s3_store(moto, "no-such-bucket-e2e"))
+    assert_status(final, "error")
+    assert "no-such-bucket-e2e" in final["error"]
+    for secret in (TASK_KEY_ID, TASK_SECRET):
+        assert secret not in final["error"]
