@@ -58,11 +58,13 @@ def start_server(port: int, data_dir: Path, workers: int) -> subprocess.Popen[by
             str(workers),
             "--max-queued",
             "1000000",
+            "--rate-limit",
+            "0",
             "--allow-private-networks",
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -183,6 +185,8 @@ async def end_to_end(base: str, count: int, batch: int) -> float:
         async def create(n: int) -> list[str]:
             body = orjson.dumps({"tasks": [task] * n})
             async with session.post(f"{base}/v2/create", data=body) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"create failed: {resp.status} {await resp.text()}")
                 return [s["key"] for s in await resp.json()]
 
         key_lists = await asyncio.gather(
@@ -206,21 +210,29 @@ async def end_to_end(base: str, count: int, batch: int) -> float:
 
 
 async def status_latency(base: str, workers: int, clients: int, seconds: float) -> list[float]:
+    """Latencies of GET /v2/status over six tasks while `workers` CPU-bound tasks keep every
+    worker busy for the whole measure."""
     async with aiohttp.ClientSession(headers=AUTH) as session:
-        busy = orjson.dumps(
-            {"tasks": [{"task_name": "test.spin", "seconds": seconds + 3}] * workers}
-        )
-        async with session.post(f"{base}/v2/create", data=busy) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"create failed: {await resp.text()}")
-            busy_keys = [s["key"] for s in await resp.json()]
-        hello = orjson.dumps({"tasks": [{"task_name": "hello", "name": "s"}] * 10, "block": True})
-        async with session.post(f"{base}/v2/create", data=hello) as resp:
-            keys = [s["key"] for s in await resp.json()]
-        await asyncio.sleep(0.5)
+
+        async def create(tasks: list[dict], block: bool = False) -> list[str]:
+            body = orjson.dumps({"tasks": tasks, "block": block})
+            async with session.post(f"{base}/v2/create", data=body) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"create failed: {await resp.text()}")
+                return [s["key"] for s in await resp.json()]
+
+        keys = await create([{"task_name": "hello", "name": "s"}] * 5, block=True)
+        busy_keys = await create([{"task_name": "test.spin", "seconds": seconds + 5}] * workers)
+        params = [("tasks", k) for k in keys] + [("tasks", busy_keys[0])]
+        for _ in range(100):
+            async with session.get(
+                f"{base}/v2/status", params=[("tasks", k) for k in busy_keys]
+            ) as resp:
+                if all(s["status"] == "executing" for s in await resp.json()):
+                    break
+            await asyncio.sleep(0.05)
         latencies: list[float] = []
         deadline = time.monotonic() + seconds
-        params = [("tasks", k) for k in keys[:5]] + [("tasks", busy_keys[0])]
 
         async def client() -> None:
             while time.monotonic() < deadline:
@@ -230,8 +242,10 @@ async def status_latency(base: str, workers: int, clients: int, seconds: float) 
                 latencies.append(time.perf_counter() - t0)
 
         await asyncio.gather(*(client() for _ in range(clients)))
-        async with session.get(f"{base}/v2/status", params=[("tasks", busy_keys[0])]) as resp:
-            still_busy = (await resp.json())[0]["status"] == "executing"
+        async with session.get(
+            f"{base}/v2/status", params=[("tasks", k) for k in busy_keys]
+        ) as resp:
+            still_busy = all(s["status"] == "executing" for s in await resp.json())
     if not still_busy:
         raise RuntimeError("the workers were not busy for the whole measure")
     return latencies
