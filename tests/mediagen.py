@@ -11,13 +11,28 @@ import numpy as np
 from PIL import Image
 
 
+def level(index: int) -> int:
+    """The green and blue level of pattern frame `index` (frames next to each other differ by 7)."""
+    return (index * 7) % 200 + 30
+
+
 def pattern(width: int, height: int, index: int) -> np.ndarray:
     """An RGB frame whose mean brightness encodes `index` (so a test can tell frames apart)
     over a horizontal gradient."""
-    level = (index * 7) % 200 + 30
-    frame = np.full((height, width, 3), level, dtype=np.uint8)
+    frame = np.full((height, width, 3), level(index), dtype=np.uint8)
     frame[:, :, 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
     return frame
+
+
+def vfr_times(seconds: float) -> list[float]:
+    """Presentation times of a variable-frame-rate video: gaps of 20, 60 and 40 ms in turn."""
+    gaps = (0.02, 0.06, 0.04)
+    times, t, i = [], 0.0, 0
+    while t < seconds - 1e-9:
+        times.append(round(t, 3))
+        t += gaps[i % 3]
+        i += 1
+    return times
 
 
 def make_video(
@@ -32,24 +47,39 @@ def make_video(
     rotation: int | None = None,
     pix_fmt: str = "yuv420p",
     gop: int | None = None,
+    frame_times: list[float] | None = None,
+    options: dict[str, str] | None = None,
+    audio_rate: int | None = None,
+    channels: int = 2,
 ) -> Path:
-    """A video of `seconds` at `fps` in the container of `path`'s extension."""
+    """A video of `seconds` at `fps` in the container of `path`'s extension; frame `i` is
+    `pattern(width, height, i)`. `frame_times` (seconds) makes a variable-frame-rate video
+    instead; `options` go to the video encoder (libvpx-vp9 gets fast ones by default)."""
+    if options is None and codec == "libvpx-vp9":
+        options = {"deadline": "realtime", "cpu-used": "8"}
     with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps)
+        time_base = Fraction(1, 1000) if frame_times is not None else Fraction(1, fps)
+        stream = out.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if frame_times is not None:
+            stream.codec_context.time_base = time_base
         if gop:
             stream.codec_context.gop_size = gop
         if rotation is not None:
             stream.set_display_rotation(rotation)
         audio = None
         if audio_codec:
-            audio = out.add_stream(audio_codec, rate=48000 if "opus" in audio_codec else 44100)
-            audio.layout = "stereo"
-        frames = int(seconds * fps)
-        for i in range(frames):
+            rate = audio_rate or (48000 if "opus" in audio_codec else 44100)
+            audio = out.add_stream(audio_codec, rate=rate)
+            audio.layout = "stereo" if channels == 2 else "mono"
+        if frame_times is None:
+            stamps = list(range(int(seconds * fps)))
+        else:
+            stamps = [round(t * 1000) for t in frame_times]
+        for i, pts in enumerate(stamps):
             frame = av.VideoFrame.from_ndarray(pattern(width, height, i), format="rgb24")
-            frame.pts = i
-            frame.time_base = Fraction(1, fps)
+            frame.pts = pts
+            frame.time_base = time_base
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
