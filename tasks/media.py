@@ -59,10 +59,27 @@ def content_type(container: av.container.InputContainer) -> str:
         if brand.startswith("3g"):
             return "video/3gpp"
         return "video/mp4" if container.streams.video else "audio/mp4"
+    if "matroska" in names and _ebml_doctype(container) == b"webm":
+        return "video/webm" if container.streams.video else "audio/webm"
     for name in names:
         if name in CONTENT_TYPES:
             return CONTENT_TYPES[name]
     return "application/octet-stream"
+
+
+def _ebml_doctype(container: av.container.InputContainer) -> bytes | None:
+    """`webm` or `matroska`, from the EBML header at the start of the file (FFmpeg's demuxer
+    handles both under one name and does not say which)."""
+    try:
+        with open(container.name, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    at = head.find(b"\x42\x82")  # the DocType element
+    if at < 0 or at + 3 > len(head):
+        return None
+    size = head[at + 2] & 0x7F  # a one-byte EBML size (0x80 | n)
+    return head[at + 3 : at + 3 + size]
 
 
 def duration(container: av.container.InputContainer) -> float:
@@ -306,14 +323,14 @@ class FrameReader:
         back = 0.0
         for _ in range(6):
             goal = max(target - back, self.start)
-            self._restart(int(goal / self.tb))
+            self._restart(round(goal / self.tb))
             first = self._next(wanted)
             if first is None or first[0] <= wanted + _EPS or goal <= self.start:
                 if first is not None:
                     self._pending.insert(0, first)
                 return
             back = back * 2 if back else 1.0
-        self._restart(int(self.start / self.tb))
+        self._restart(round(self.start / self.tb))
 
     def at(self, t: float) -> av.VideoFrame:
         """The frame shown `t` seconds after the start of the video."""
@@ -359,8 +376,14 @@ def _indexed_keyframes(
     every sample when they open; Matroska reads its cues on the first seek; AVI and ASF load
     theirs if the file has one. MPEG-PS/TS build theirs while reading: no help there."""
     names = set(container.format.name.split(","))
+    shift = 0
     if names & {"mov", "mp4"}:
         trusted = 1
+        # MP4 indexes decoding times; with B-frames a keyframe is shown a constant reorder
+        # delay later, the gap between the first picture's time and the first entry's.
+        entries = stream.index_entries
+        if entries and stream.start_time is not None:
+            shift = max(0, stream.start_time - entries[0].timestamp)
     elif names & {"matroska", "avi", "asf"}:
         trusted = 2
         if "matroska" in names:
@@ -368,7 +391,7 @@ def _indexed_keyframes(
     else:
         return None
     tb = float(stream.time_base)
-    times = sorted({e.timestamp * tb for e in stream.index_entries if e.is_keyframe})
+    times = sorted({(e.timestamp + shift) * tb for e in stream.index_entries if e.is_keyframe})
     return times if len(times) >= trusted else None
 
 

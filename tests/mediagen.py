@@ -3,6 +3,9 @@ frame counter encoded in the picture, and tones whose frequency is known."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,10 +54,12 @@ def make_video(
     options: dict[str, str] | None = None,
     audio_rate: int | None = None,
     channels: int = 2,
+    noise: int = 0,
 ) -> Path:
     """A video of `seconds` at `fps` in the container of `path`'s extension; frame `i` is
     `pattern(width, height, i)`. `frame_times` (seconds) makes a variable-frame-rate video
-    instead; `options` go to the video encoder (libvpx-vp9 gets fast ones by default)."""
+    instead; `options` go to the video encoder (libvpx-vp9 gets fast ones by default); `noise`
+    adds that much random noise (seeded) to each frame, to make it costly to compress."""
     if options is None and codec == "libvpx-vp9":
         options = {"deadline": "realtime", "cpu-used": "8"}
     with av.open(str(path), "w") as out:
@@ -76,8 +81,13 @@ def make_video(
             stamps = list(range(int(seconds * fps)))
         else:
             stamps = [round(t * 1000) for t in frame_times]
+        rng = np.random.default_rng(7)
         for i, pts in enumerate(stamps):
-            frame = av.VideoFrame.from_ndarray(pattern(width, height, i), format="rgb24")
+            picture = pattern(width, height, i)
+            if noise:
+                grain = rng.integers(-noise, noise + 1, picture.shape, dtype=np.int16)
+                picture = np.clip(picture + grain, 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
             frame.pts = pts
             frame.time_base = time_base
             for packet in stream.encode(frame):
@@ -140,3 +150,93 @@ def make_image(
         exif[0x0112] = exif_orientation
     image.save(path, format=fmt, exif=exif.tobytes() if exif_orientation else b"")
     return path
+
+
+# Small videos shared by the video tests, made once per test session on first use: 160x120 (but
+# for the odd sizes), 2 s at 25 fps, frame i drawn with `pattern(..., i)`.
+VIDEO_SAMPLES: dict[str, dict] = {
+    "h264.mp4": {"codec": "libx264", "audio_codec": "aac", "gop": 10},
+    "vp9.mkv": {"codec": "libvpx-vp9", "audio_codec": "libopus", "gop": 10},
+    "vp9.webm": {"codec": "libvpx-vp9", "audio_codec": "libopus", "gop": 12},
+    # MP2 rather than MP3 or AAC: the AVI muxer shifts video by the encoder delay of those.
+    "mpeg4.avi": {"codec": "mpeg4", "audio_codec": "mp2", "gop": 10},
+    "mpeg2.mpg": {"codec": "mpeg2video", "audio_codec": "mp2", "gop": 10},
+    "rotated.mov": {"codec": "libx264", "audio_codec": "aac", "rotation": 90},
+    "rotated270.mp4": {"codec": "libx264", "audio_codec": None, "rotation": 270, "seconds": 0.4},
+    "rotated180.mp4": {"codec": "libx264", "audio_codec": None, "rotation": 180, "seconds": 0.4},
+    "odd.mkv": {
+        "codec": "libvpx-vp9",
+        "audio_codec": None,
+        "width": 721,
+        "height": 405,
+        "seconds": 1.0,
+    },
+    "odd.mp4": {
+        "codec": "libx264",
+        "audio_codec": None,
+        "width": 721,
+        "height": 405,
+        "pix_fmt": "yuv444p",
+        "seconds": 0.4,
+        "options": {"preset": "ultrafast"},
+    },
+    "vfr.mp4": {"codec": "libx264", "audio_codec": None, "frame_times": vfr_times(2.0)},
+    "mono22k.mp4": {"codec": "libx264", "audio_codec": "aac", "channels": 1, "audio_rate": 22050},
+    # Fixed B-frames (x264 turns them into P-frames on the pattern's fades otherwise), and
+    # keyframes exactly every 50 frames.
+    "long_gop.mp4": {
+        "codec": "libx264",
+        "audio_codec": None,
+        "seconds": 4.0,
+        "gop": 50,
+        "options": {"x264-params": "b-adapt=0:weightp=0:scenecut=0"},
+    },
+    "noisy.mp4": {"codec": "libx264", "audio_codec": None, "seconds": 1.0, "noise": 40},
+    "alpha.webm": {
+        "codec": "libvpx-vp9",
+        "audio_codec": None,
+        "pix_fmt": "yuva420p",
+        "seconds": 0.4,
+    },
+    "alpha.mov": {"codec": "png", "audio_codec": None, "pix_fmt": "rgba", "seconds": 0.4},
+}
+_samples_dir: Path | None = None
+
+
+def video_sample(name: str) -> Path:
+    """The path of the sample video `name` (a key of VIDEO_SAMPLES), made on first use."""
+    global _samples_dir
+    if _samples_dir is None:
+        _samples_dir = Path(tempfile.mkdtemp(prefix="taskstream-videos-"))
+        atexit.register(shutil.rmtree, _samples_dir, True)
+    path = _samples_dir / name
+    if not path.exists():
+        spec = {"width": 160, "height": 120, **VIDEO_SAMPLES[name]}
+        make_video(path.with_name("part-" + name), **spec).rename(path)
+    return path
+
+
+def frame_index(seconds: float, fps: int = 25) -> int:
+    """The index of the frame shown at `seconds` in a constant-rate sample."""
+    return int(seconds * fps + 1e-9)
+
+
+def picture_level(picture: np.ndarray) -> float:
+    """The mean green level of an RGB picture: `level(i)` for pattern frame i, give or take
+    the codecs' rounding (a few units; frames next to each other differ by 7)."""
+    return float(picture[:, :, 1].mean())
+
+
+def video_levels(path: Path) -> list[float]:
+    """`picture_level` of every frame of a video, in presentation order."""
+    with av.open(str(path)) as container:
+        return [
+            picture_level(frame.to_ndarray(format="rgb24"))
+            for frame in container.decode(container.streams.video[0])
+        ]
+
+
+def image_level(path: Path) -> float:
+    """`picture_level` of an image file."""
+    with Image.open(path) as image:
+        return picture_level(np.asarray(image.convert("RGB")))
