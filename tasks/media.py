@@ -417,7 +417,8 @@ def frame_image(
     if turns % 2:
         width, height = height, width
     fmt = "rgba" if mode == "RGBA" else "rgb24"
-    image = frame.reformat(width, height, fmt, interpolation="BICUBIC").to_image()
+    small = frame.reformat(width, height, fmt, interpolation="BICUBIC")
+    image = Image.fromarray(small.to_ndarray(), mode) if mode == "RGBA" else small.to_image()
     if turns:
         image = image.transpose(_TRANSPOSE[turns])
     if geometry.crop is not None:

@@ -159,8 +159,8 @@ VIDEO_SAMPLES: dict[str, dict] = {
     "vp9.mkv": {"codec": "libvpx-vp9", "audio_codec": "libopus", "gop": 10},
     "vp9.webm": {"codec": "libvpx-vp9", "audio_codec": "libopus", "gop": 12},
     # MP2 rather than MP3 or AAC: the AVI muxer shifts video by the encoder delay of those.
-    "mpeg4.avi": {"codec": "mpeg4", "audio_codec": "mp2", "gop": 10},
-    "mpeg2.mpg": {"codec": "mpeg2video", "audio_codec": "mp2", "gop": 10},
+    "mpeg4.avi": {"codec": "mpeg4", "audio_codec": "mp2", "gop": 10, "options": {"b": "2M"}},
+    "mpeg2.mpg": {"codec": "mpeg2video", "audio_codec": "mp2", "gop": 10, "options": {"b": "2M"}},
     "rotated.mov": {"codec": "libx264", "audio_codec": "aac", "rotation": 90},
     "rotated270.mp4": {"codec": "libx264", "audio_codec": None, "rotation": 270, "seconds": 0.4},
     "rotated180.mp4": {"codec": "libx264", "audio_codec": None, "rotation": 180, "seconds": 0.4},
