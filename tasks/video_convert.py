@@ -31,7 +31,6 @@ from tasks.media import (
     video_stream,
     video_values,
 )
-from tasks.video_info import INFO_OUTPUTS
 
 MAX_SIDE = 7680
 # Encoder, container format and file extension per `audio_codec`. The WMA codecs need ASF;
@@ -324,9 +323,22 @@ KIND = Kind(
         ),
     ),
     outputs=(
-        *INFO_OUTPUTS,
-        Output("original_width", "integer", "Width of the input video, in pixels."),
-        Output("original_height", "integer", "Height of the input video, in pixels."),
+        Output("content_type", "string", "Output file content type."),
+        Output("width", "integer", "Output width, in pixels (upright)."),
+        Output("height", "integer", "Output height, in pixels (upright)."),
+        Output("original_width", "integer", "Width of the input video, in pixels (as stored)."),
+        Output("original_height", "integer", "Height of the input video, in pixels (as stored)."),
+        Output("duration", "float", "Duration of the video file, in seconds."),
+        Output("frame_rate", "float", "Output frame rate, in frames per second."),
+        Output("audio_codec", "string", "Output audio codec (null when the input has no sound)."),
+        Output("video_codec", "string", "Output video codec (`h264`)."),
+        Output("alpha", "boolean", "Whether the output has an alpha channel (never for H.264)."),
+        Output(
+            "rotation",
+            "float",
+            "The counter clockwise rotation that should be applied to the video to see it as it "
+            "was shot, in degrees: 0, as the output is already turned upright.",
+        ),
     ),
     output_files=(Output("output", "file", "URL of the converted file."),),
     run=run,

@@ -191,7 +191,7 @@ VIDEO_SAMPLES: dict[str, dict] = {
         "gop": 50,
         "options": {"x264-params": "b-adapt=0:weightp=0:scenecut=0"},
     },
-    "noisy.mp4": {"codec": "libx264", "audio_codec": None, "seconds": 1.0, "noise": 40},
+    "noisy.mp4": {"codec": "libx264", "audio_codec": None, "seconds": 3.0, "noise": 40},
     "alpha.webm": {
         "codec": "libvpx-vp9",
         "audio_codec": None,
