@@ -4,8 +4,10 @@ Generates inputs (H.264 + AAC in MP4, 2-second GOPs, moving test pattern with gr
 sizes, then runs every video kind on each in a warm worker process, as the server does (the
 worker is started and warmed up on a tiny input first, so neither start-up nor imports are
 timed), and the equivalent `ffmpeg`/`ffprobe` command (which does pay its process start-up),
-in the same run, alternating the two. Prints wall times, their ratio and each worker's peak
-memory (a fresh worker per job, so the peak is that job's), and checks the targets of issue 3.
+in the same run, alternating the two. Prints the best wall times, their ratio (the targets of
+issue 3 are on it), the ratio of CPU times (all threads; steadier than wall time when other work
+shares the machine) and each worker's peak memory (a fresh worker per job, so the peak is that
+job's).
 
     scripts/bench_media            # 360p 10 s, 720p 30 s, 1080p 60 s
     scripts/bench_media --quick    # 180p 4 s, 360p 8 s, and a 1080p 3 s convert for memory
@@ -119,16 +121,18 @@ def _worker(conn: Any) -> None:
         kind = kinds[name]
         checked, errors = kind.validate({"url": "http://bench.invalid/input", **params})
         if errors:
-            conn.send((0.0, None, f"bad parameters: {errors}", 0))
+            conn.send((0.0, 0.0, None, f"bad parameters: {errors}", 0))
             continue
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         try:
             result, error = kind.run(Job(checked, {"url": source}, Path(workdir))), None
         except Exception as e:
             result, error = None, f"{type(e).__name__}: {e}"
         elapsed = time.perf_counter() - start
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        conn.send((elapsed, result, error, peak_kb))
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        conn.send((elapsed, cpu, result, error, after.ru_maxrss))
 
 
 class Worker:
@@ -140,13 +144,14 @@ class Worker:
         self.process = context.Process(target=_worker, args=(child,), daemon=True)
         self.process.start()
 
-    def run(self, name: str, params: dict, source: Path, workdir: Path) -> tuple[float, Any, int]:
+    def run(self, name: str, params: dict, source: Path, workdir: Path) -> tuple[float, float, int]:
+        """Wall time, CPU time (all threads) and the worker's peak RSS in kB so far."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.conn.send((name, params, str(source), str(workdir)))
-        elapsed, result, error, peak_kb = self.conn.recv()
+        elapsed, cpu, _, error, peak_kb = self.conn.recv()
         if error:
             raise RuntimeError(f"{name} failed: {error}")
-        return elapsed, result, peak_kb
+        return elapsed, cpu, peak_kb
 
     def close(self) -> None:
         self.conn.send(None)
@@ -156,8 +161,8 @@ class Worker:
 # --- the ffmpeg side -----------------------------------------------------------------------
 
 
-def run_command(argv: list[str]) -> tuple[float, int]:
-    """Wall time (process start-up included) and peak RSS in kB of one command."""
+def run_command(argv: list[str]) -> tuple[float, float, int]:
+    """Wall time (process start-up included), CPU time and peak RSS in kB of one command."""
     start = time.perf_counter()
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -166,7 +171,7 @@ def run_command(argv: list[str]) -> tuple[float, int]:
     stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {stderr[-500:]}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
 def ff(*args: str) -> list[str]:
@@ -194,8 +199,10 @@ class Job:
     commands: dict[str, list[str]] = field(default_factory=dict)
     repeat: int = 3
     memory_mb: float = 0.0
-    ours: float = float("inf")
+    ours: float = float("inf")  # best wall time
+    our_cpu: float = float("inf")
     theirs: dict[str, float] = field(default_factory=dict)
+    their_cpu: dict[str, float] = field(default_factory=dict)
     their_memory_mb: float = 0.0
 
 
@@ -219,7 +226,7 @@ def jobs_for(source: Path, label: str, width: int, height: int, seconds: int, ou
     scale = f"scale={small[0]}:-2"
     to_small = f" to {small[0]}x{small[1]}"
     long = seconds * width * height > 30 * 1280 * 720
-    reps = 1 if long else 2
+    reps = 2 if long else 3
     jobs = [
         Job("video.info", label, {}, {"ffprobe": probe}, repeat=5),
         Job(
@@ -277,7 +284,7 @@ def jobs_for(source: Path, label: str, width: int, height: int, seconds: int, ou
             str(out / "ff-reverse.mp4"),
         )  # fmt: skip
     params = {"width": small[0], "video_bitrate": 3000}
-    jobs.append(Job("video.reverse", label + to_small, params, reverse, repeat=1))
+    jobs.append(Job("video.reverse", label + to_small, params, reverse, repeat=reps))
     return jobs
 
 
@@ -286,14 +293,21 @@ def measure(job: Job, source: Path, warmup: Path, out: Path, use_ffmpeg: bool) -
     try:
         warm = {k: v for k, v in job.params.items() if k not in ("time", "start", "end")}
         worker.run(job.kind, warm, warmup, out / "warmup")
-        for _ in range(job.repeat):
-            elapsed, _, peak_kb = worker.run(job.kind, job.params, source, out / "ours")
-            job.ours = min(job.ours, elapsed)
-            job.memory_mb = peak_kb / 1024
-            if use_ffmpeg:
+        for i in range(job.repeat):
+            # Alternate who goes first, so a neighbour's load does not always fall on one side.
+            sides = ["ours", "theirs"] if i % 2 == 0 else ["theirs", "ours"]
+            for side in sides:
+                if side == "ours":
+                    elapsed, cpu, peak_kb = worker.run(job.kind, job.params, source, out / "ours")
+                    job.ours, job.our_cpu = min(job.ours, elapsed), min(job.our_cpu, cpu)
+                    job.memory_mb = peak_kb / 1024
+                    continue
+                if not use_ffmpeg:
+                    continue
                 for name, argv in job.commands.items():
-                    elapsed, peak_kb = run_command(argv)
+                    elapsed, cpu, peak_kb = run_command(argv)
                     job.theirs[name] = min(job.theirs.get(name, float("inf")), elapsed)
+                    job.their_cpu[name] = min(job.their_cpu.get(name, float("inf")), cpu)
                     job.their_memory_mb = max(job.their_memory_mb, peak_kb / 1024)
     finally:
         worker.close()
@@ -310,9 +324,10 @@ def report_line(job: Job) -> str:
         others = "".join(
             f"  [{name} {secs:.3f}s]" for name, secs in job.theirs.items() if name != best_name
         )
+        cpu_ratio = job.our_cpu / job.their_cpu[best_name] if job.their_cpu[best_name] else 0
         line += (
             f" | {best_name} {best:7.3f}s  peak {job.their_memory_mb:6.0f} MB"
-            f" | ratio {ratio:5.2f}x{verdict}{others}"
+            f" | ratio {ratio:5.2f}x{verdict} (cpu {cpu_ratio:4.2f}x){others}"
         )
     return line
 
