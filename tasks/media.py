@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import av.container
@@ -23,6 +26,7 @@ from PIL import Image
 from tasks.declare import TaskError
 from tasks.geometry import Geometry
 
+T = TypeVar("T")
 MAX_DURATION = 4 * 3600.0  # seconds
 MAX_FRAME_PIXELS = 8192 * 8192
 
@@ -141,10 +145,15 @@ SEEK_GAP = 2.0
 _EPS = 1e-4  # seconds: a frame at most this much after a wanted time still counts as at it
 
 
-def video_stream(container: av.container.InputContainer) -> av.VideoStream:
-    """The first video stream, with the decoder's own threading on (frame and slice)."""
+def video_stream(container: av.container.InputContainer, threads: bool = True) -> av.VideoStream:
+    """The first video stream, with the decoder's own threading on (frame and slice), or off:
+    frame threading pays a pipeline fill after each seek, a loss when only a few frames are
+    decoded from each keyframe (a probe, a strip's frames decoded in parallel instead)."""
     stream = container.streams.video[0]
-    stream.codec_context.thread_type = "AUTO"
+    if threads:
+        stream.codec_context.thread_type = "AUTO"
+    else:
+        stream.codec_context.thread_count = 1
     return stream
 
 
@@ -332,6 +341,26 @@ class FrameReader:
             back = back * 2 if back else 1.0
         self._restart(round(self.start / self.tb))
 
+    def segments(self, times: list[float]) -> list[list[int]]:
+        """The indices of increasing `times` grouped into runs that one reader decodes forward
+        through: a new run starts where a reader would seek (the keyframe before the time lies
+        past the frame after the previous time). Without a keyframe index, one run: readers
+        starting at guessed places could decode a frame twice."""
+        if not times:
+            return []
+        if self.keyframes is None:
+            return [list(range(len(times)))]
+        step = 1.0 / (frame_rate(self.stream) or 25.0)
+        runs = [[0]]
+        for i in range(1, len(times)):
+            wanted = self.start + times[i]
+            key = self.keyframes[max(bisect.bisect_right(self.keyframes, wanted + _EPS) - 1, 0)]
+            if key > self.start + times[i - 1] + step + _EPS:
+                runs.append([i])
+            else:
+                runs[-1].append(i)
+        return runs
+
     def at(self, t: float) -> av.VideoFrame:
         """The frame shown `t` seconds after the start of the video."""
         wanted = self.start + max(t, 0.0)
@@ -347,8 +376,8 @@ class FrameReader:
                 self._ahead = item
                 break
             self._held = item
-            if item[0] > wanted + _EPS:
-                break  # the wanted time is before the first frame: that frame it is
+            if item[0] >= wanted - _EPS:
+                break  # exactly at the wanted time, or the wanted time is before the first frame
         if self._held is None:
             raise TaskError("no video frame could be decoded from the file")
         return self._held[1]
@@ -359,6 +388,62 @@ class FrameReader:
             if item is not None and item[1] is frame:
                 return item[0] - self.start
         return (frame.pts or 0) * self.tb - self.start
+
+
+def read_in_parallel(
+    path: str | Path,
+    times: list[float],
+    runs: list[list[int]],
+    convert: Callable[[av.VideoFrame], T],
+    workers: int,
+    progress: Callable[[int], None] = lambda done: None,
+) -> list[tuple[float, T]]:
+    """For each of `times`: (the time of the frame shown then, `convert(frame)`). `runs` (from
+    `FrameReader.segments`) are shared out to `workers` threads, each with its own file handle
+    and a single-threaded decoder (PyAV decodes without the GIL): short decodes from many
+    keyframes go faster side by side than through one frame-threaded decoder, which refills its
+    pipeline after every seek. `progress(done)` is called on this thread only."""
+    pending: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+    for run in runs:
+        pending.put(run)
+    done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            with open_media(path, need="video") as container:
+                stream = video_stream(container, threads=len(threads) == 1)
+                reader = FrameReader(container, stream)
+                while not stop.is_set():
+                    try:
+                        run = pending.get_nowait()
+                    except queue.Empty:
+                        return
+                    for i in run:
+                        frame = reader.at(times[i])
+                        done.put((i, reader.time_of(frame), convert(frame)))
+        except BaseException as e:  # raised on the calling thread
+            done.put(_Raised(e))
+
+    threads = [
+        threading.Thread(target=work, name="frames", daemon=True)
+        for _ in range(max(1, min(workers, len(runs))))
+    ]
+    for thread in threads:
+        thread.start()
+    results: list[Any] = [None] * len(times)
+    try:
+        for count in range(1, len(times) + 1):
+            item = done.get()
+            if isinstance(item, _Raised):
+                raise item.error
+            results[item[0]] = item[1:]
+            progress(count)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return results
 
 
 def _stream_start(container: av.container.InputContainer, stream: av.VideoStream) -> float:
@@ -482,3 +567,57 @@ class FrameShaper:
             )
         self.graph.push(frame)
         return self.graph.pull()
+
+
+class Background:
+    """Iterates `iterator` in a thread, up to `depth` items ahead of the consumer, so decoding
+    (which PyAV runs without the GIL) overlaps encoding. An exception in the thread is raised
+    to the consumer; `close()` stops the thread and waits for it."""
+
+    _END = object()
+
+    def __init__(self, iterator: Iterator[Any], depth: int = 8) -> None:
+        self._iterator = iterator
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="decode", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self) -> None:
+        try:
+            for item in self._iterator:
+                if not self._put(item):
+                    return
+            self._put(self._END)
+        except BaseException as e:  # handed to the consumer, raised there
+            self._put(_Raised(e))
+
+    def __iter__(self) -> Background:
+        return self
+
+    def __next__(self) -> Any:
+        item = self._queue.get()
+        if item is self._END:
+            self._queue.put(item)  # stays at the end for any later call
+            raise StopIteration
+        if isinstance(item, _Raised):
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class _Raised:
+    error: BaseException

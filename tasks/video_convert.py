@@ -10,6 +10,8 @@ into the output.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,9 @@ import av
 import av.container
 
 from tasks.declare import BOOLEAN, INTEGER, STRING, URL, Job, Kind, Output, Param, TaskError
-from tasks.geometry import plan
+from tasks.geometry import Geometry, plan
 from tasks.media import (
+    Background,
     DecodeGuard,
     FrameShaper,
     audio_stream,
@@ -101,12 +104,18 @@ class Timestamps:
         return out
 
 
-def _encode_error(what: str, e: av.FFmpegError) -> TaskError:
-    return TaskError(f"the {what} encoder refused these settings ({e.strerror or e})")
+@dataclass
+class _Start:
+    """What the first video frame tells: how to shape the frames, and the input's values."""
+
+    geometry: Geometry
+    values: dict[str, Any]
 
 
 class _Transcode:
-    """One conversion: the output is opened when the first video frame tells the rotation."""
+    """One conversion. A background thread demuxes, decodes, turns and scales (`decoded`);
+    this thread encodes and muxes (`run`). The output is opened when the first video frame
+    tells the rotation, hence the output size."""
 
     def __init__(self, job: Job, container: av.container.InputContainer) -> None:
         p = job.params
@@ -126,28 +135,61 @@ class _Transcode:
         self.output: av.container.OutputContainer | None = None
         self.vout: av.VideoStream | None = None
         self.aout: av.AudioStream | None = None
-        self.shaper: FrameShaper | None = None
         self.waiting_audio: list[av.AudioFrame] = []  # decoded before the first video frame
+        self.next_sample: int | None = None
         self.frames = 0
 
-    def start(self, first: av.VideoFrame) -> None:
+    def decoded(self) -> Iterator[tuple[str, Any, float]]:
+        """(what, item, input seconds) in decoding order: a `_Start` before the first video
+        frame, then video frames ready for the encoder and audio frames as decoded."""
         p = self.job.params
-        rotation = rotation_of(first)
-        upright = upright_size(first.width, first.height, rotation)
-        geometry = plan(upright, p.get("width"), p.get("height"), p["crop"], even=True)
-        self.shaper = FrameShaper(first, rotation, geometry, "yuv420p")
-        rate = frame_rate(self.vin)
         tb = self.vin.time_base or Fraction(1, 90000)
-        self.vstamps = Timestamps(round(self.origin / tb), round(1 / (rate or 25) / tb))
+        shaper = stamps = None
+        streams = [s for s in (self.vin, self.ain) if s is not None]
+        for packet in self.input.demux(*streams):
+            if packet.stream is not self.vin:
+                for frame in packet.decode():
+                    yield "audio", frame, 0.0
+                continue
+            frames = packet.decode()
+            self.guard.count(len(frames))
+            for frame in frames:
+                if shaper is None:
+                    rotation = rotation_of(frame)
+                    upright = upright_size(frame.width, frame.height, rotation)
+                    geometry = plan(upright, p.get("width"), p.get("height"), p["crop"], even=True)
+                    shaper = FrameShaper(frame, rotation, geometry, "yuv420p")
+                    rate = frame_rate(self.vin)
+                    stamps = Timestamps(round(self.origin / tb), round(1 / (rate or 25) / tb))
+                    yield (
+                        "start",
+                        _Start(geometry, video_values(self.input, self.vin, rotation)),
+                        0.0,
+                    )
+                out = shaper(frame)
+                out.pts = stamps(frame.pts)  # type: ignore[misc]
+                out.time_base = tb
+                out.pict_type = av.video.frame.PictureType.NONE  # gop decides the keyframes
+                seconds = float(frame.pts * tb) - self.origin if frame.pts is not None else 0.0
+                yield "video", out, seconds
+
+    def start(self, start: _Start) -> None:
+        p = self.job.params
+        size = start.geometry.size
         self.output = open_output(self.path, self.format)
         self.vout = add_h264(
-            self.output, geometry.size, rate, tb, p["crf"], p["gop"], p["video_bitrate"]
+            self.output,
+            size,
+            start.values["frame_rate"],
+            self.vin.time_base or Fraction(1, 90000),
+            p["crf"],
+            p["gop"],
+            p["video_bitrate"],
         )
         if self.ain is not None:
             self.aout = self.output.add_stream(self.encoder, rate=p["sample_rate"])
             self.aout.layout = "mono" if self.ain.codec_context.channels == 1 else "stereo"
             self.aout.bit_rate = p["audio_bitrate"] * 1000
-            self.next_sample: int | None = None
             try:
                 self.aout.codec_context.open()
             except av.FFmpegError as e:
@@ -158,8 +200,10 @@ class _Transcode:
         try:
             self.vout.codec_context.open()
         except av.FFmpegError as e:
-            raise _encode_error("H.264", e) from None
-        values = video_values(self.input, self.vin, rotation)
+            raise TaskError(
+                f"the H.264 encoder refused these settings ({e.strerror or e})"
+            ) from None
+        values = start.values
         self.job.progress(
             0.0,
             partial={
@@ -167,8 +211,8 @@ class _Transcode:
                 "frame_rate": values["frame_rate"],
                 "original_width": values["width"],
                 "original_height": values["height"],
-                "width": geometry.size[0],
-                "height": geometry.size[1],
+                "width": size[0],
+                "height": size[1],
                 "video_codec": "h264",
                 "audio_codec": p["audio_codec"] if self.ain is not None else None,
                 "alpha": False,
@@ -179,18 +223,11 @@ class _Transcode:
             self.audio(frame)
         self.waiting_audio = []
 
-    def video(self, frame: av.VideoFrame) -> None:
-        if self.output is None:
-            self.start(frame)
-        out = self.shaper(frame)  # type: ignore[misc]
-        out.pts = self.vstamps(frame.pts)
-        out.time_base = self.vin.time_base
-        out.pict_type = av.video.frame.PictureType.NONE  # gop decides the keyframes
-        self.output.mux(self.vout.encode(out))  # type: ignore[union-attr]
+    def video(self, frame: av.VideoFrame, seconds: float) -> None:
+        self.output.mux(self.vout.encode(frame))  # type: ignore[union-attr]
         self.frames += 1
-        if self.frames % PROGRESS_FRAMES == 0 and self.total and frame.pts is not None:
-            done = float(frame.pts * self.vin.time_base) - self.origin
-            self.job.progress(max(0.0, min(99.0, 100.0 * done / self.total)))
+        if self.frames % PROGRESS_FRAMES == 0 and self.total:
+            self.job.progress(max(0.0, min(99.0, 100.0 * seconds / self.total)))
 
     def audio(self, frame: av.AudioFrame) -> None:
         if self.output is None:
@@ -212,16 +249,17 @@ class _Transcode:
         self.output.mux(self.aout.encode(frame))  # type: ignore[union-attr]
 
     def run(self) -> None:
-        streams = [s for s in (self.vin, self.ain) if s is not None]
-        for packet in self.input.demux(*streams):
-            if packet.stream is self.vin:
-                frames = packet.decode()
-                self.guard.count(len(frames))
-                for frame in frames:
-                    self.video(frame)
-            else:
-                for frame in packet.decode():
-                    self.audio(frame)
+        items = Background(self.decoded(), depth=4)
+        try:
+            for what, item, seconds in items:
+                if what == "video":
+                    self.video(item, seconds)
+                elif what == "audio":
+                    self.audio(item)
+                else:
+                    self.start(item)
+        finally:
+            items.close()
         if self.output is None:
             raise TaskError("no video frame could be decoded from the file")
         self.output.mux(self.vout.encode(None))  # type: ignore[union-attr]

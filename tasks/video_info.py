@@ -11,9 +11,10 @@ from tasks.media import FrameReader, open_media, rotation_of, video_stream, vide
 
 def run(job: Job) -> dict[str, Any]:
     with open_media(job.inputs["url"], need="video") as container:
-        stream = video_stream(container)
         # The rotation lives in the display matrix FFmpeg attaches to decoded frames, so one
-        # frame is decoded (which also proves the file decodes).
+        # frame is decoded (which also proves the file decodes), without frame threading,
+        # which would decode several to fill its pipeline first.
+        stream = video_stream(container, threads=False)
         first = FrameReader(container, stream).at(0.0)
         return video_values(container, stream, rotation_of(first))
 

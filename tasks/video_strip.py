@@ -3,14 +3,16 @@ cropped into cells, stitched in rows of `wrap` cells into one image.
 
 The frames are read with `FrameReader`: it seeks when the next wanted frame lies past the next
 keyframe and decodes forward otherwise, so no frame is decoded twice and a strip of a short span
-never decodes the whole file.
+never decodes the whole file. The runs between seeks are decoded side by side in threads.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
+import av
 from PIL import Image
 
 from tasks.declare import BOOLEAN, FLOAT, INTEGER, STRING, URL, Job, Kind, Output, Param, TaskError
@@ -21,6 +23,7 @@ from tasks.media import (
     frame_image,
     frame_rate,
     open_media,
+    read_in_parallel,
     rotation_of,
     upright_size,
     video_stream,
@@ -29,6 +32,7 @@ from tasks.media import (
 MAX_SIDE = 8192
 MAX_COUNT = 1000
 MAX_PIXELS = 100_000_000  # of the whole strip
+MAX_THREADS = 4  # decoding threads, each reading its own runs of frames
 FORMATS = {"jpeg": ("JPEG", "image/jpeg", "jpg"), "png": ("PNG", "image/png", "png")}
 
 
@@ -42,7 +46,8 @@ def wanted_times(start: float, end: float, count: int) -> list[float]:
 
 def run(job: Job) -> dict[str, Any]:
     p = job.params
-    with open_media(job.inputs["url"], need="video") as container:
+    path = job.inputs["url"]
+    with open_media(path, need="video") as container:
         stream = video_stream(container)
         total = duration(container)
         start = p["start"]
@@ -53,37 +58,35 @@ def run(job: Job) -> dict[str, Any]:
             raise TaskError(f"start {start:g} s is past the end of the video ({total:.3f} s)")
         if end < start:
             raise TaskError(f"end ({end:g} s) is before start ({start:g} s)")
-        reader = FrameReader(container, stream)
         times = wanted_times(start, end, p["count"])
-        cells: list[Image.Image] = []
-        last = None
-        geometry = rotation = None
-        for i, t in enumerate(times):
-            frame = reader.at(t)
-            job.progress(100.0 * (i + 1) / len(times))
-            if frame is last:  # fewer distinct frames than wanted: each is shown once
-                continue
-            last = frame
-            if geometry is None:
-                rotation = rotation_of(frame)
-                upright = upright_size(frame.width, frame.height, rotation)
-                geometry = plan(upright, p.get("width"), p.get("height"), p["crop"])
-                wrap = min(p.get("wrap") or p["count"], p["count"])
-                rows = math.ceil(p["count"] / wrap)
-                if geometry.size[0] * wrap * geometry.size[1] * rows > MAX_PIXELS:
-                    raise TaskError(
-                        f"the strip would be larger than {MAX_PIXELS} pixels; ask for smaller "
-                        "cells or fewer frames"
-                    )
-            cells.append(frame_image(frame, rotation, geometry))  # type: ignore[arg-type]
+        runs = FrameReader(container, stream).segments(times)
         original = (stream.codec_context.width, stream.codec_context.height)
         rate = frame_rate(stream)
-    cw, ch = geometry.size  # type: ignore[union-attr]
+    _check_size(original, p)
+
+    def cell(frame: av.VideoFrame) -> Image.Image:
+        rotation = rotation_of(frame)
+        upright = upright_size(frame.width, frame.height, rotation)
+        return frame_image(
+            frame, rotation, plan(upright, p.get("width"), p.get("height"), p["crop"])
+        )
+
+    frames = read_in_parallel(
+        path,
+        times,
+        runs,
+        cell,
+        workers=min(os.cpu_count() or 1, MAX_THREADS),
+        progress=lambda done: job.progress(100.0 * done / len(times)),
+    )
+    # Fewer distinct frames than wanted times (a short span): each frame is shown once.
+    cells = [image for i, (t, image) in enumerate(frames) if i == 0 or t != frames[i - 1][0]]
+    cw, ch = cells[0].size
     wrap = min(p.get("wrap") or len(cells), len(cells))
     rows = math.ceil(len(cells) / wrap)
     strip = Image.new("RGB", (cw * wrap, ch * rows))
-    for i, cell in enumerate(cells):
-        strip.paste(cell, ((i % wrap) * cw, (i // wrap) * ch))
+    for i, image in enumerate(cells):
+        strip.paste(image, ((i % wrap) * cw, (i // wrap) * ch))
     fmt, mime, ext = FORMATS[p["format"]]
     name = f"strip.{ext}"
     strip.save(job.workdir / name, fmt, **({"quality": 85} if fmt == "JPEG" else {}))
@@ -98,6 +101,21 @@ def run(job: Job) -> dict[str, Any]:
         "content_type": mime,
         "output": name,
     }
+
+
+def _check_size(original: tuple[int, int], p: dict[str, Any]) -> None:
+    """Refuses, before decoding anything, a strip over the pixel limit (with the cells of
+    either orientation, as the rotation is not known yet)."""
+    count = p["count"]
+    wrap = min(p.get("wrap") or count, count)
+    rows = math.ceil(count / wrap)
+    for size in (original, original[::-1]):
+        cw, ch = plan(size, p.get("width"), p.get("height"), p["crop"]).size
+        if cw * wrap * ch * rows > MAX_PIXELS:
+            raise TaskError(
+                f"the strip would be larger than {MAX_PIXELS} pixels; ask for smaller cells or "
+                "fewer frames"
+            )
 
 
 KIND = Kind(

@@ -198,3 +198,55 @@ def test_decode_guard_stops_a_looping_decoder(monkeypatch: pytest.MonkeyPatch) -
 def test_content_type_of_each_container(name: str, content_type: str) -> None:
     with av.open(str(video_sample(name))) as container:
         assert media.content_type(container) == content_type
+
+
+def test_segments_split_where_a_reader_would_seek() -> None:
+    with open_media(video_sample("long_gop.mp4"), need="video") as container:
+        reader = FrameReader(container, video_stream(container))  # keyframes at 0 s and 2 s
+        assert reader.segments([0.1, 0.5, 1.9, 2.1, 2.5, 3.9]) == [[0, 1, 2], [3, 4, 5]]
+        # Frame 49 is followed by the keyframe: decoding forward reads it anyway.
+        assert reader.segments([1.96, 2.1]) == [[0, 1]]
+        assert reader.segments([]) == []
+    with open_media(video_sample("mpeg2.mpg"), need="video") as container:
+        reader = FrameReader(container, video_stream(container))  # no index: one run
+        assert reader.segments([0.1, 1.0, 1.9]) == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize("name", ["h264.mp4", "vp9.mkv", "long_gop.mp4", "mpeg2.mpg"])
+def test_reading_in_parallel_gives_the_same_frames_and_decodes_each_once(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = video_sample(name)
+    times, _ = all_frames(path)
+    wanted = [i * times[-1] / 11 for i in range(12)]
+    readers = []
+    original = media.FrameReader
+
+    def recording(*args):
+        reader = original(*args)
+        readers.append(reader)
+        return reader
+
+    monkeypatch.setattr(media, "FrameReader", recording)
+    with open_media(path, need="video") as container:
+        runs = FrameReader(container, video_stream(container)).segments(wanted)
+    done = []
+    got = media.read_in_parallel(
+        path, wanted, runs, lambda f: picture_level(f.to_ndarray(format="rgb24")), 3, done.append
+    )
+    assert done == list(range(1, 13))
+    for t, (shown, value) in zip(wanted, got, strict=True):
+        index = max(bisect.bisect_right(times, t + 1e-4) - 1, 0)
+        assert shown == pytest.approx(times[index], abs=1e-6)
+        assert value == pytest.approx(level(index), abs=4)
+    assert sum(r.decoded for r in readers) <= len(times)
+
+
+def test_reading_in_parallel_raises_the_workers_error() -> None:
+    path = video_sample("long_gop.mp4")
+
+    def fail(frame):
+        raise TaskError("no good")
+
+    with pytest.raises(TaskError, match="no good"):
+        media.read_in_parallel(path, [0.1, 2.5], [[0], [1]], fail, 2)
