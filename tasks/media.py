@@ -390,6 +390,27 @@ class FrameReader:
         return (frame.pts or 0) * self.tb - self.start
 
 
+PROBE_PACKETS = 1000
+
+
+def first_frame(container: av.container.InputContainer, stream: av.VideoStream) -> av.VideoFrame:
+    """The first frame, decoding as little as possible: after each packet the decoder is
+    drained, so a decoder that holds frames back to reorder them (B-frames) gives the first one
+    at once instead of after the next few packets."""
+    for count, packet in enumerate(container.demux(stream)):
+        if count > PROBE_PACKETS:
+            break
+        frames = stream.decode(packet) if packet.size else []
+        if not frames:
+            frames = stream.decode(None)
+            stream.codec_context.flush_buffers()
+        if frames:
+            return frames[0]
+        if not packet.size:
+            break
+    raise TaskError("no video frame could be decoded from the file")
+
+
 def read_in_parallel(
     path: str | Path,
     times: list[float],

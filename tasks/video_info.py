@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.declare import URL, Job, Kind, Output, Param
-from tasks.media import FrameReader, open_media, rotation_of, video_stream, video_values
+from tasks.media import first_frame, open_media, rotation_of, video_stream, video_values
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -15,7 +15,7 @@ def run(job: Job) -> dict[str, Any]:
         # frame is decoded (which also proves the file decodes), without frame threading,
         # which would decode several to fill its pipeline first.
         stream = video_stream(container, threads=False)
-        first = FrameReader(container, stream).at(0.0)
+        first = first_frame(container, stream)
         return video_values(container, stream, rotation_of(first))
 
 

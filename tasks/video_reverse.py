@@ -8,7 +8,10 @@ or spilled to a temporary file beyond it, and encoded in reverse order.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
@@ -18,8 +21,9 @@ import av.container
 import numpy as np
 
 from tasks.declare import BOOLEAN, INTEGER, STRING, URL, Job, Kind, Output, Param, TaskError
-from tasks.geometry import plan
+from tasks.geometry import Geometry, plan
 from tasks.media import (
+    Background,
     DecodeGuard,
     FrameShaper,
     frame_rate,
@@ -30,7 +34,7 @@ from tasks.media import (
 )
 from tasks.video_convert import MAX_SIDE, Timestamps, add_h264, open_output, result
 
-CHUNK_MEMORY = 64 * 1024 * 1024  # bytes of output-sized frames kept in memory per GOP
+CHUNK_MEMORY = 48 * 1024 * 1024  # bytes of output-sized frames kept in memory per GOP
 MAX_PACKETS = 10_000_000
 
 
@@ -105,7 +109,16 @@ def keyframes(
     return sorted(keys), last
 
 
+@dataclass
+class _Start:
+    geometry: Geometry
+
+
 class _Reverse:
+    """One reversal. A background thread decodes GOPs, last first, into chunk buffers
+    (`chunks`); this thread encodes each in reverse while the next is decoded (`run`). At
+    most three chunks exist at once: being encoded, waiting, being decoded."""
+
     def __init__(self, job: Job, container: av.container.InputContainer) -> None:
         self.job = job
         self.input = container
@@ -114,15 +127,72 @@ class _Reverse:
         self.guard = DecodeGuard(container, self.vin)
         self.path = job.workdir / "output.mp4"
         self.output: av.container.OutputContainer | None = None
-        self.chunk: ChunkBuffer | None = None
+        self.shaper: FrameShaper | None = None
+        self.size: tuple[int, int] | None = None
         self.written = 0
 
-    def start(self, first: av.VideoFrame) -> None:
+    def chunks(self, keys: list[int]) -> Iterator[_Start | ChunkBuffer]:
+        """A `_Start` once the first frame is decoded, then each GOP's frames, last GOP first."""
+        bounds = [*keys[1:], None]
+        for i in range(len(keys) - 1, -1, -1):
+            chunk: ChunkBuffer | None = None
+            for frame in self.decode_chunk(keys[i], bounds[i]):
+                if self.shaper is None:
+                    p = self.job.params
+                    rotation = rotation_of(frame)
+                    upright = upright_size(frame.width, frame.height, rotation)
+                    geometry = plan(upright, p.get("width"), p.get("height"), p["crop"], even=True)
+                    self.shaper = FrameShaper(frame, rotation, geometry, "yuv420p")
+                    yield _Start(geometry)
+                if chunk is None:
+                    chunk = ChunkBuffer(self.shaper.size, self.job.workdir)
+                chunk.append(frame.pts, self.shaper(frame))
+            if chunk is not None:
+                yield chunk
+
+    def decode_chunk(self, begin: int, end: int | None) -> Iterator[av.VideoFrame]:
+        """The frames with begin <= pts < end: seeks to the keyframe at `begin`, and further
+        back if the demuxer lands after it."""
+        second = max(1, round(1 / self.tb))
+        floor = self.vin.start_time or 0
+        back = 0
+        while True:
+            retry = back < 64 * second
+            self.input.seek(max(begin - back, floor), stream=self.vin, backward=True)
+            self.vin.codec_context.flush_buffers()
+            frames = self._decode_from(begin, end)
+            first = next(frames, None)
+            if first is None:
+                return
+            if first.pts > begin and retry:
+                frames.close()
+                back = back * 2 if back else second
+                continue
+            for frame in itertools.chain([first], frames):
+                if begin <= frame.pts and (end is None or frame.pts < end):
+                    yield frame
+            return
+
+    def _decode_from(self, begin: int, end: int | None) -> Iterator[av.VideoFrame]:
+        """Frames decoded from where the demuxer stands, until the GOP starting at `end`:
+        after its keyframe (sent only for the open-GOP frames that may follow it and show
+        before it), the decoder is drained."""
+        ctx = self.vin.codec_context
+        next_key_sent = False
+        for packet in self.input.demux(self.vin):
+            if end is not None and packet.pts is not None and packet.pts >= end:
+                if next_key_sent:
+                    break
+                next_key_sent = packet.is_keyframe
+            frames = self.vin.decode(packet) if packet.size else []
+            self.guard.count(len(frames))
+            yield from (f for f in frames if f.pts is not None)
+        frames = self.vin.decode(None)
+        ctx.flush_buffers()
+        yield from (f for f in frames if f.pts is not None)
+
+    def start(self, start: _Start) -> None:
         p = self.job.params
-        rotation = rotation_of(first)
-        upright = upright_size(first.width, first.height, rotation)
-        geometry = plan(upright, p.get("width"), p.get("height"), p["crop"], even=True)
-        self.shaper = FrameShaper(first, rotation, geometry, "yuv420p")
         rate = frame_rate(self.vin)
         max_kbps = p.get("video_bitrate")
         if max_kbps is None:
@@ -130,7 +200,7 @@ class _Reverse:
             max_kbps = round(source / 1000) if source else None
         self.output = open_output(self.path, "mp4")
         self.vout = add_h264(
-            self.output, geometry.size, rate, self.tb, p["crf"], p["gop"], max_kbps
+            self.output, start.geometry.size, rate, self.tb, p["crf"], p["gop"], max_kbps
         )
         try:
             self.vout.codec_context.open()
@@ -139,67 +209,38 @@ class _Reverse:
                 f"the H.264 encoder refused these settings ({e.strerror or e})"
             ) from None
         self.stamps = Timestamps(0, round(1 / (rate or 25) / self.tb))
-        self.chunk = ChunkBuffer(geometry.size, self.job.workdir)
 
-    def decode_chunk(self, begin: int, end: int | None) -> None:
-        """Decodes the frames with begin <= pts < end into the chunk buffer: seeks to the
-        keyframe at `begin`, and further back if the demuxer lands after it."""
-        second = max(1, round(1 / self.tb))
-        floor = self.vin.start_time or 0
-        back = 0
-        while True:
-            retry = back < 64 * second
-            self.input.seek(max(begin - back, floor), stream=self.vin, backward=True)
-            if self._decode_from(begin, end, retry):
-                return
-            back = back * 2 if back else second
-
-    def _decode_from(self, begin: int, end: int | None, retry: bool) -> bool:
-        """False if the first frame is already past `begin` (and `retry` allows another seek)."""
-        first = True
-        for packet in self.input.demux(self.vin):
-            frames = packet.decode()
-            self.guard.count(len(frames))
-            for frame in frames:
-                if frame.pts is None:
-                    continue
-                if first:
-                    first = False
-                    if frame.pts > begin and retry:
-                        return False
-                if frame.pts < begin:
-                    continue
-                if end is not None and frame.pts >= end:
-                    return True
-                if self.output is None:
-                    self.start(frame)
-                self.chunk.append(frame.pts, self.shaper(frame))  # type: ignore[union-attr]
-        return True
-
-    def emit_chunk(self, last: int) -> None:
-        for pts, frame in self.chunk.reversed():  # type: ignore[union-attr]
-            frame.pts = self.stamps(last - pts)
-            frame.time_base = self.tb
-            frame.pict_type = av.video.frame.PictureType.NONE
-            self.output.mux(self.vout.encode(frame))  # type: ignore[union-attr]
-            self.written += 1
-        self.chunk.clear()  # type: ignore[union-attr]
+    def emit_chunk(self, chunk: ChunkBuffer, last: int) -> None:
+        try:
+            for pts, frame in chunk.reversed():
+                frame.pts = self.stamps(last - pts)
+                frame.time_base = self.tb
+                frame.pict_type = av.video.frame.PictureType.NONE
+                self.output.mux(self.vout.encode(frame))  # type: ignore[union-attr]
+                self.written += 1
+        finally:
+            chunk.clear()
 
     def run(self) -> None:
         keys, last = keyframes(self.input, self.vin)
-        bounds = [*keys[1:], None]
-        for i in range(len(keys) - 1, -1, -1):
-            self.decode_chunk(keys[i], bounds[i])
-            if self.chunk is not None:
-                self.emit_chunk(last)
-            self.job.progress(100.0 * (len(keys) - i) / len(keys))
+        items = Background(self.chunks(keys), depth=1)
+        done = 0
+        try:
+            for item in items:
+                if isinstance(item, _Start):
+                    self.start(item)
+                    continue
+                self.emit_chunk(item, last)
+                done += 1
+                self.job.progress(100.0 * done / len(keys))
+        finally:
+            items.close()
         if self.output is None or not self.written:
             raise TaskError("no video frame could be decoded from the file")
         self.output.mux(self.vout.encode(None))
+        self.job.progress(100.0)
 
     def close(self) -> None:
-        if self.chunk is not None:
-            self.chunk.clear()
         if self.output is not None:
             self.output.close()
 

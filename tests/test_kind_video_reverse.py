@@ -12,6 +12,7 @@ import pytest
 
 from tasks import video_reverse
 from tasks.declare import Job
+from tasks.media import DecodeGuard
 from tasks.video_reverse import KIND, ChunkBuffer
 from tests.conftest import Api, Origin, assert_status
 from tests.mediagen import video_levels, video_sample
@@ -88,17 +89,26 @@ def test_variable_frame_rate(tmp_path: Path) -> None:
 def test_spilling_chunks_to_disk_gives_the_same_video(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    budgets = []
+    chunks = []
     original = ChunkBuffer.__init__
 
     def tiny(self, size, folder, budget=0):
         original(self, size, folder, budget=3 * size[0] * size[1] * 3 // 2)  # 3 frames
-        budgets.append(self)
+        chunks.append(self)
+
+    spills = []
+    spill = ChunkBuffer._spill
+
+    def counting(self):
+        spills.append(len(self.frames))
+        spill(self)
 
     monkeypatch.setattr(ChunkBuffer, "__init__", tiny)
+    monkeypatch.setattr(ChunkBuffer, "_spill", counting)
     _, path, _ = reverse("long_gop.mp4", tmp_path, width=80)
-    (chunk,) = budgets
-    assert chunk.file is None  # closed
+    assert len(chunks) == 2 and len(spills) > 90  # two GOPs of 50 frames, all but 3 spilled
+    assert all(chunk.file is None for chunk in chunks)  # temporary files closed
+    assert not list(path.parent.glob("tmp*"))
     source = video_levels(video_sample("long_gop.mp4"))
     assert video_levels(path) == pytest.approx(source[::-1], abs=4)
 
@@ -172,3 +182,18 @@ async def test_through_the_server(api: Api, origin: Origin) -> None:
     assert frames_of(path)[0] == (80, 60)
     source = video_levels(video_sample("vp9.webm"))
     assert video_levels(path) == pytest.approx(source[::-1], abs=4)
+
+
+def test_each_gop_is_decoded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    counted = []
+    original = DecodeGuard.count
+
+    def count(self, n=1):
+        counted.append(n)
+        original(self, n)
+
+    monkeypatch.setattr(DecodeGuard, "count", count)
+    reverse("long_gop.mp4", tmp_path)  # 100 frames, keyframes at 0 and 50
+    # Every frame once, plus the next GOP's keyframe where a GOP ends (sent in case open-GOP
+    # frames follow it); not the frames the decoder would buffer past it.
+    assert sum(counted) <= 101
