@@ -2,6 +2,13 @@
 
 Every FFmpeg failure becomes a `TaskError` whose message a person understands, and inputs over
 the decompression-bomb limits (duration, frame size) are refused before any decoding.
+
+For the video kinds: a stream's facts (`video_values`), its rotation (from the display matrix
+FFmpeg attaches to decoded frames), `FrameReader` for the exact frame shown at given times
+(seeking to the keyframe before each, decoding forward, never a frame twice), `frame_image` for
+an upright, scaled Pillow image of a frame, `FrameShaper` to turn and scale frames for an
+encoder inside FFmpeg, `DecodeGuard` against decoders that loop, and `Background` and
+`read_in_parallel` to decode on other threads (PyAV decodes without holding the GIL).
 """
 
 from __future__ import annotations

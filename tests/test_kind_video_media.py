@@ -250,3 +250,17 @@ def test_reading_in_parallel_raises_the_workers_error() -> None:
 
     with pytest.raises(TaskError, match="no good"):
         media.read_in_parallel(path, [0.1, 2.5], [[0], [1]], fail, 2)
+
+
+@pytest.mark.parametrize("name", ["long_gop.mp4", "mpeg2.mpg", "vp9.mkv", "rotated.mov"])
+def test_first_frame_reads_one_packet(name: str) -> None:
+    with av.open(str(video_sample(name))) as container:
+        second = [p.pts for p, _ in zip(container.demux(video=0), range(2), strict=False)][1]
+    with open_media(video_sample(name), need="video") as container:
+        stream = video_stream(container, threads=False)
+        frame = media.first_frame(container, stream)
+        assert picture_level(frame.to_ndarray(format="rgb24")) == pytest.approx(level(0), abs=4)
+        assert frame.pts == stream.start_time
+        # The decoder was drained after the first packet (B-frames would otherwise hold the
+        # first picture back for two more): the next packet is the second one.
+        assert next(container.demux(stream)).pts == second
