@@ -341,7 +341,7 @@ class SqliteStore:
 
     async def create_account(self, secret: str | None = None) -> Account:
         """Creates an account (with a random secret unless one is given)."""
-        account_secret = secret or secrets.token_urlsafe(24)
+        account_secret = secret or secrets.token_hex(24)  # no leading "-" for the CLI
         await self._write(
             [
                 (
@@ -383,7 +383,7 @@ class SqliteStore:
 
     async def add_api_key(self, account: Account, referrers: Iterable[str]) -> str:
         """Adds an API key with its Referer whitelist (normalized origins) and returns it."""
-        key = secrets.token_urlsafe(24)
+        key = secrets.token_hex(20)  # no leading "-" for the CLI
         ops: list[tuple[str, tuple[Any, ...]]] = [
             (
                 "INSERT INTO api_keys(key, account_id, created_at) VALUES (?, ?, ?)",
