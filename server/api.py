@@ -29,7 +29,10 @@ _FALSE = ("false", "0", "no", "off", "")
 
 async def read_json(request: web.Request) -> Any:
     """The JSON body, whatever its Content-Type says (browsers send text/plain)."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.RequestPayloadError as e:  # a body that does not match its Content-Encoding
+        raise BadRequest("body", "body", f"the body could not be read: {e}") from None
     if not raw.strip():
         return {}
     try:
