@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import os
+import random
 import signal
 import sqlite3
 import time
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -236,3 +238,45 @@ async def test_kill_9_of_a_worker_on_the_last_attempt_is_a_clear_error(start: St
     assert len(await server.wait_workers(2)) == 2
     after = await client.create_ok([{"task_name": "hello", "name": "next"}], block=True)
     assert after[0]["result"] == "Hello next"
+
+
+async def test_kill_9_at_random_moments_of_a_create_load_loses_no_accepted_task(
+    start: Start,
+) -> None:
+    server, client = await start("--max-attempts", "5")
+    rng = random.Random()
+    accepted: list[str] = []
+    mix = [
+        {"task_name": "hello", "name": "load"},
+        {"task_name": "hello", "name": "load"},
+        {"task_name": "test.sleep", "seconds": 0.1},
+    ]
+
+    async def load(cap: int) -> None:
+        """Creates until the server goes away or `cap` tasks are accepted; a create answered
+        200 is accepted."""
+        while len(accepted) < cap:
+            try:
+                statuses = await client.create_ok(rng.sample(mix, rng.randint(1, 3)))
+            except (aiohttp.ClientError, AssertionError):
+                return
+            accepted.extend(s["key"] for s in statuses)
+            await asyncio.sleep(0.01)  # spread the creates, so kills land during them too
+
+    for round_ in (1, 2):
+        loaders = [asyncio.create_task(load(cap=80 * round_)) for _ in range(4)]
+        delay = rng.uniform(0.05, 0.6)
+        await asyncio.sleep(delay)
+        server.kill()
+        await asyncio.gather(*loaders)
+        print(f"round {round_}: killed after {delay:.2f} s, {len(accepted)} tasks accepted")
+        await server.restart()
+
+    assert len(accepted) > 20
+    finals = []
+    for i in range(0, len(accepted), 500):
+        finals += await client.statuses(accepted[i : i + 500], block=True)
+    assert [f["key"] for f in finals] == accepted
+    assert {f["status"] for f in finals} == {"success"}, [
+        f for f in finals if f["status"] != "success"
+    ][:3]
