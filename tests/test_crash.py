@@ -89,7 +89,7 @@ async def test_kill_9_of_the_server_runs_queued_and_interrupted_tasks_after_rest
 ) -> None:
     server, client = await start("--concurrency", "2")
     created = await client.create_ok(
-        [{"task_name": "test.sleep", "seconds": 1.5}] * 2
+        [{"task_name": "test.sleep", "seconds": 2.5}] * 2
         + [{"task_name": "hello", "name": f"q{i}"} for i in range(4)]
         + [{"task_name": "test.sleep", "seconds": 0.2}] * 2
     )
@@ -153,7 +153,7 @@ async def test_callbacks_owed_at_a_kill_9_are_delivered_after_restart(
         block=True,
     )
     (running_task,) = await client.create_ok(
-        [{"task_name": "test.sleep", "seconds": 1.0, "url_callback": receiver.url("run")}]
+        [{"task_name": "test.sleep", "seconds": 2.0, "url_callback": receiver.url("run")}]
     )
     ended_keys = [s["key"] for s in ended]
 
@@ -199,7 +199,7 @@ async def test_kill_9_of_a_worker_retries_its_task_and_the_pool_is_whole_again(
     server, client = await start()
     workers = await server.wait_workers(2)
     assert len(workers) == 2, workers
-    created = await client.create_ok([{"task_name": "test.sleep", "seconds": 1.5}] * 2)
+    created = await client.create_ok([{"task_name": "test.sleep", "seconds": 2.5}] * 2)
     keys = [s["key"] for s in created]
     await client.wait_for(keys, running)
 
@@ -221,7 +221,7 @@ async def test_kill_9_of_a_worker_retries_its_task_and_the_pool_is_whole_again(
 
 async def test_kill_9_of_a_worker_on_the_last_attempt_is_a_clear_error(start: Start) -> None:
     server, client = await start("--max-attempts", "1")
-    created = await client.create_ok([{"task_name": "test.sleep", "seconds": 1.5}] * 2)
+    created = await client.create_ok([{"task_name": "test.sleep", "seconds": 2.5}] * 2)
     keys = [s["key"] for s in created]
     await client.wait_for(keys, running)
     workers = await server.wait_workers(2)
