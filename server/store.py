@@ -297,8 +297,9 @@ class SqliteStore:
         self._wake.set()
 
     async def _flush(self) -> None:
-        """Waits until everything queued so far is committed."""
-        if self._pending:
+        """Waits until everything queued so far is committed, including a batch the writer has
+        already taken (it is no longer in `_pending`, but the barrier commits after it)."""
+        if self._writer_task is not None and not self._writer_task.done():
             await self._write([(_BARRIER, ())])
 
     async def _write_loop(self) -> None:

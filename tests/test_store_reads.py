@@ -53,3 +53,25 @@ async def test_a_committed_task_is_read_back_while_other_reads_overlap(tmp_path:
         assert missed == 0, f"{missed} of 60 committed tasks were not found right after"
     finally:
         await store.close()
+
+
+async def test_close_commits_a_write_already_being_committed(tmp_path: Path) -> None:
+    """A claim the writer has started to commit when the server stops still lands (the task's
+    attempt count decides when an interrupted task stops being retried)."""
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    await store.open()
+    account = await store.create_account("secret")
+    task = queued(account.id)
+    await store.insert_batch([task], [])
+    task.status, task.started_at, task.attempts = Status.EXECUTING, now_iso(), 1
+    store.claim(task)
+    await asyncio.sleep(0)  # the writer takes the claim and starts its transaction
+    await store.close()
+
+    reopened = SqliteStore(tmp_path / "store.sqlite3")
+    await reopened.open()
+    try:
+        stored = (await reopened.tasks(account.id, [task.key]))[task.key]
+        assert (stored.status, stored.attempts) == (Status.EXECUTING, 1)
+    finally:
+        await reopened.close()
