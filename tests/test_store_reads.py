@@ -1,9 +1,10 @@
-"""The store's reads see every committed write, even while other reads overlap.
+"""The store's grouped writes and shared reader under concurrency: reads see every committed
+write even while other reads overlap, and closing the store commits what the writer holds.
 
 SQLite keeps one read snapshot per connection for as long as any statement on it is unfinished.
 When each query left its cursor open across an await, concurrent queries kept the reader's
 snapshot old under load: `scripts/loadtest` got 404 for keys a create had just returned. The
-race is timing-dependent; without the fix this test fails in about half of its runs.
+race is timing-dependent; without the fix the first test fails in about half of its runs.
 """
 
 from __future__ import annotations
