@@ -454,6 +454,8 @@ def test_random_task_definitions(healthy: Target) -> None:
 
     @FUZZ
     @given(tasks=st.lists(definitions(), min_size=1, max_size=4), single=st.booleans())
+    @example(tasks=[{"task_name": "hello", "name": "x"}, {"task_name": "hello"}], single=False)
+    @example(tasks=[{"task_name": "image.info", "url": image}], single=True)
     def examples(tasks: list[dict[str, Any]], single: bool) -> None:
         body = {"tasks": tasks[0] if single else tasks, "block": True}
         reply = t.request("POST", "/v2/create", json.dumps(body).encode())
