@@ -29,7 +29,10 @@ _FALSE = ("false", "0", "no", "off", "")
 
 async def read_json(request: web.Request) -> Any:
     """The JSON body, whatever its Content-Type says (browsers send text/plain)."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.RequestPayloadError as e:  # a body that does not match its Content-Encoding
+        raise BadRequest("body", "body", f"the body could not be read: {e}") from None
     if not raw.strip():
         return {}
     try:
@@ -59,6 +62,23 @@ async def _body_object(request: web.Request) -> dict[str, Any]:
 
 # -- create ------------------------------------------------------------------------------------
 
+# task_metas is stored and sent back as it came; orjson reads 1024 levels but writes only 254,
+# so a deeper value would be accepted, then break every status that carries it.
+MAX_METAS_DEPTH = 32
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether objects and arrays in `value` nest more than `limit` levels (iteratively, so a
+    deep value cannot exhaust the stack)."""
+    todo = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        todo += [(c, depth + 1) for c in children if isinstance(c, dict | list)]
+    return False
+
 
 def _build_task(account_id: int, definition: Any, index: int, sealer: Sealer) -> Task:
     """A new task from its definition; parameter errors make it a task already in error."""
@@ -77,6 +97,9 @@ def _build_task(account_id: int, definition: Any, index: int, sealer: Sealer) ->
     metas = definition.get("task_metas")
     if metas is not None and not isinstance(metas, dict):
         errors["task_metas"] = ["must be an object"]
+        metas = None
+    elif metas is not None and _nested_deeper(metas, MAX_METAS_DEPTH):
+        errors["task_metas"] = [f"must not nest deeper than {MAX_METAS_DEPTH} levels"]
         metas = None
     now = now_iso()
     task = Task(

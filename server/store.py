@@ -332,8 +332,10 @@ class SqliteStore:
     async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         assert self._reader is not None
         try:
-            async with self._reader.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            # One call on the reader's thread: a cursor left open across an await would let
+            # the next query start while it is unfinished, and SQLite then keeps serving the
+            # connection's old snapshot, blind to newer commits, for as long as reads overlap.
+            return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as e:
             raise StoreError(f"task store query failed: {e}") from e
 

@@ -18,6 +18,10 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# The local-use NAT64 prefix (RFC 8215) is translated inside the local network: never public.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+# IPv4-compatible addresses (::a.b.c.d) are deprecated, but some stacks still route them to IPv4.
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 def url_address(url: str) -> str:
@@ -36,12 +40,16 @@ class BlockedAddress(OSError):
 
 
 def is_public(address: str) -> bool:
-    """Whether an IP address is a public unicast address (IPv4-mapped and NAT64 forms are judged
-    by the IPv4 address they carry)."""
+    """Whether an IP address is a public unicast address (IPv4-mapped, IPv4-compatible, NAT64 and
+    6to4 forms are judged by the IPv4 address they carry)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return False
         if ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
+        elif ip in _IPV4_COMPATIBLE:
+            ip = ipaddress.IPv4Address(int(ip))
         elif ip in _NAT64:
             ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         elif ip.sixtofour is not None:

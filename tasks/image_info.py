@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from typing import Any
 
 from PIL import ExifTags, Image
 
-from tasks.declare import URL, Job, Kind, Output, Param
+from tasks.declare import URL, Job, Kind, Output, Param, TaskError
 from tasks.imaging import open_image
 
 # Counter-clockwise degrees that show the picture as shot, per EXIF orientation; None where
@@ -34,30 +35,42 @@ def _has_alpha(image: Image.Image) -> bool:
     )
 
 
+# Pillow reads some metadata lazily (a PNG's eXIf chunk may follow the pixels, EXIF IFDs are
+# parsed on demand), so a damaged file can fail after open_image has accepted it.
+_DAMAGED = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+
+
 def run(job: Job) -> dict[str, Any]:
     with open_image(job.inputs["url"]) as image:
-        exif = image.getexif()
-        details = exif.get_ifd(ExifTags.IFD.Exif)
-        orientation = exif.get(ExifTags.Base.Orientation)
-        flash = details.get(ExifTags.Base.Flash)
-        date_time = details.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
-        iso = details.get(ExifTags.Base.ISOSpeedRatings)
-        if isinstance(iso, tuple):
-            iso = iso[0] if iso else None
-        return {
-            "content_type": Image.MIME.get(image.format or "", "application/octet-stream"),
-            "type": "image",
-            "width": image.width,
-            "height": image.height,
-            "alpha": _has_alpha(image),
-            "exif_orientation": orientation,
-            "rotation": ROTATION_BY_ORIENTATION.get(orientation) if orientation else None,
-            "date_time": date_time.strip("\x00 ") if isinstance(date_time, str) else None,
-            "flash": bool(flash & 1) if isinstance(flash, int) else None,
-            "focal_length": _number(details.get(ExifTags.Base.FocalLength)),
-            "iso_speed": _number(iso),
-            "exposure_time": _number(details.get(ExifTags.Base.ExposureTime)),
-        }
+        try:
+            return _describe(image)
+        except _DAMAGED as e:
+            raise TaskError(f"the image could not be read: {e}") from None
+
+
+def _describe(image: Image.Image) -> dict[str, Any]:
+    exif = image.getexif()
+    details = exif.get_ifd(ExifTags.IFD.Exif)
+    orientation = exif.get(ExifTags.Base.Orientation)
+    flash = details.get(ExifTags.Base.Flash)
+    date_time = details.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
+    iso = details.get(ExifTags.Base.ISOSpeedRatings)
+    if isinstance(iso, tuple):
+        iso = iso[0] if iso else None
+    return {
+        "content_type": Image.MIME.get(image.format or "", "application/octet-stream"),
+        "type": "image",
+        "width": image.width,
+        "height": image.height,
+        "alpha": _has_alpha(image),
+        "exif_orientation": orientation,
+        "rotation": ROTATION_BY_ORIENTATION.get(orientation) if orientation else None,
+        "date_time": date_time.strip("\x00 ") if isinstance(date_time, str) else None,
+        "flash": bool(flash & 1) if isinstance(flash, int) else None,
+        "focal_length": _number(details.get(ExifTags.Base.FocalLength)),
+        "iso_speed": _number(iso),
+        "exposure_time": _number(details.get(ExifTags.Base.ExposureTime)),
+    }
 
 
 KIND = Kind(
