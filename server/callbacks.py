@@ -84,8 +84,11 @@ class Deliverer:
                 log.exception("the callbacks outbox could not be read")
                 next_at = time.time() + 1
             wait = 3600.0 if next_at is None else max(0.0, next_at - time.time())
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancel that
+            # arrives as the event is set, and stop() then waited an hour.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def _send(self, d: Delivery) -> None:
         try:

@@ -70,7 +70,10 @@ class StatusView:
             running = {k for k, s in last.items() if s["status"] not in ENDED}
             while running:
                 try:
-                    await asyncio.wait_for(sub.changed.wait(), idle)
+                    # Not wait_for, which on Python 3.11 can swallow the cancel of a stream
+                    # closed at shutdown if a change arrives at the same moment.
+                    async with asyncio.timeout(idle):
+                        await sub.changed.wait()
                 except TimeoutError:
                     yield None
                     continue

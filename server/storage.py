@@ -256,5 +256,6 @@ class ManagedStorage:
             except Exception as e:  # a backend or store failure: the next sweep tries again
                 log.warning("storage sweep failed: %s", e)
             self.swept.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see Deliverer._loop
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
