@@ -136,6 +136,8 @@ def describe(error: av.FFmpegError) -> str:
     """A person's sentence for an FFmpeg error."""
     if isinstance(error, av.InvalidDataError):
         return "the file is not a media file we can read, or it is corrupt or truncated"
+    if isinstance(error, av.error.EOFError):
+        return "the file ended too early: it is empty, truncated, or not a media file"
     text = getattr(error, "strerror", None) or str(error)
     return f"the media could not be processed: {text}"
 
