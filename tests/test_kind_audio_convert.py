@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tasks.declare import TaskError
-from tests.media_audioimage import Progress, broken_files, damaged, run_kind, tone
+from tests.media_audioimage import Progress, damaged, run_kind, tone
 from tests.mediagen import make_video
 
 
@@ -142,25 +142,6 @@ def test_progress_follows_the_input(tmp_path: Path) -> None:
     assert len(progress.values) >= 10
     assert progress.values == sorted(progress.values)
     assert progress.values[0] < 10 and progress.values[-1] >= 90
-
-
-def test_a_video_without_audio_is_refused(tmp_path: Path) -> None:
-    source = make_video(tmp_path / "v.mp4", width=32, height=32, seconds=0.4, audio_codec=None)
-    with pytest.raises(TaskError, match="no audio stream"):
-        convert(tmp_path, source)
-
-
-@pytest.mark.parametrize(
-    ("name", "codec"),
-    [("g.mp3", "libmp3lame"), ("g.wav", "pcm_s16le"), ("g.m4a", "aac"), ("g.flac", "flac")],
-)
-@pytest.mark.parametrize("broken", ["truncated", "random", "empty"])
-def test_broken_files(tmp_path: Path, name: str, codec: str, broken: str) -> None:
-    good = tone(tmp_path / name, codec=codec, parts=((1.0, 0.5),))
-    path = broken_files(tmp_path, good)[broken]
-    for force in (False, True):
-        with pytest.raises(TaskError, match=r"truncated|not a media file|could not be processed"):
-            convert(tmp_path, path, codec="mp3", force=force)
 
 
 def test_a_damaged_frame_is_skipped(tmp_path: Path) -> None:
