@@ -118,6 +118,12 @@ def open_media(path: str | Path, need: str | None = None) -> Iterator[av.contain
             raise TaskError("the file has no audio stream")
         if duration(container) > MAX_DURATION:
             raise TaskError(f"the media is longer than the {MAX_DURATION / 3600:g} hour limit")
+        for stream in (*container.streams.video, *container.streams.audio):
+            if stream.codec_context is None:  # a damaged header names no codec
+                raise TaskError(
+                    f"the file's {stream.type} stream has no codec we can read: it is corrupt "
+                    "or in a format we do not support"
+                )
         for stream in container.streams.video:
             ctx = stream.codec_context
             if ctx.width * ctx.height > MAX_FRAME_PIXELS:
