@@ -255,7 +255,8 @@ class FrameReader:
 
     `at(t)` returns the frame shown at `t` seconds from the start: the last frame whose
     presentation time is at or before `t` (the first frame for earlier times). Wanted times
-    must not decrease. Before decoding towards `t` the reader decides: if the keyframe before
+    should not decrease (an earlier one costs a seek back). Before decoding towards `t` the
+    reader decides: if the keyframe before
     `t` lies past what it has decoded, it seeks there; otherwise it decodes forward. So no
     frame is decoded twice and a short span never costs the whole file. A packet that cannot be
     the wanted frame (a later picture, still at or before the wanted time, was already read)
@@ -331,12 +332,17 @@ class FrameReader:
 
     def _seek_target(self, wanted: float) -> float | None:
         """Where to seek before decoding towards `wanted`, or None to decode forward."""
+        backwards = self._held is not None and wanted + _EPS < self._held[0]
         if self.keyframes is not None:
             i = bisect.bisect_right(self.keyframes, wanted + _EPS) - 1
             key = self.keyframes[max(i, 0)]
+            if backwards:
+                return key
             if self._position < 0:  # nothing decoded yet: the first keyframe needs no seek
                 return key if i > 0 else None
             return key if key > self._position + _EPS else None
+        if backwards:
+            return wanted
         base = self._position if self._position >= 0 else self.start
         gap = max(SEEK_GAP, 2 * _largest_gap(self.seen_keyframes))
         return wanted if wanted - base > gap else None
@@ -359,22 +365,27 @@ class FrameReader:
     def segments(self, times: list[float]) -> list[list[int]]:
         """The indices of increasing `times` grouped into runs that one reader decodes forward
         through: a new run starts where a reader would seek (the keyframe before the time lies
-        past the frame after the previous time). Without a keyframe index, one run: readers
-        starting at guessed places could decode a frame twice."""
+        past the frame after the previous time). Longest runs (most seconds to decode from
+        their keyframe) first, so that readers sharing them out finish together. Without a
+        keyframe index, one run: readers starting at guessed places could decode a frame
+        twice."""
         if not times:
             return []
         if self.keyframes is None:
             return [list(range(len(times)))]
         step = 1.0 / (frame_rate(self.stream) or 25.0)
-        runs = [[0]]
-        for i in range(1, len(times)):
-            wanted = self.start + times[i]
+        runs: list[list[int]] = []
+        keys: list[float] = []
+        for i, t in enumerate(times):
+            wanted = self.start + t
             key = self.keyframes[max(bisect.bisect_right(self.keyframes, wanted + _EPS) - 1, 0)]
-            if key > self.start + times[i - 1] + step + _EPS:
-                runs.append([i])
-            else:
-                runs[-1].append(i)
-        return runs
+            if not runs or key > self.start + times[i - 1] + step + _EPS:
+                runs.append([])
+                keys.append(key)
+            runs[-1].append(i)
+        cost = [self.start + times[run[-1]] - key for run, key in zip(runs, keys, strict=True)]
+        order = sorted(range(len(runs)), key=lambda r: -cost[r])
+        return [runs[r] for r in order]
 
     def at(self, t: float) -> av.VideoFrame:
         """The frame shown `t` seconds after the start of the video."""

@@ -68,7 +68,7 @@ class ChunkBuffer:
             self.spilled.append(pts)
         self.frames = []
 
-    def reversed(self) -> Any:
+    def reversed(self) -> Iterator[tuple[int, av.VideoFrame]]:
         """(pts, frame) pairs, last first."""
         yield from reversed(self.frames)
         w, h = self.size
@@ -91,7 +91,7 @@ def keyframes(
 ) -> tuple[list[int], int]:
     """The keyframe timestamps and the last frame's, from reading packets (no decoding)."""
     keys: set[int] = set()
-    last = None
+    first = last = None
     count = 0
     for packet in container.demux(stream):
         if packet.pts is None:
@@ -101,11 +101,12 @@ def keyframes(
             raise TaskError("the video has too many frames")
         if packet.is_keyframe:
             keys.add(packet.pts)
+        first = packet.pts if first is None else min(first, packet.pts)
         last = packet.pts if last is None else max(last, packet.pts)
-    if last is None:
+    if first is None or last is None:
         raise TaskError("no video frame could be read from the file")
-    if not keys:
-        keys.add(min(last, 0))
+    if not keys:  # no keyframe flags: one chunk from the first picture
+        keys.add(first)
     return sorted(keys), last
 
 

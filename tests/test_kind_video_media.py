@@ -264,3 +264,17 @@ def test_first_frame_reads_one_packet(name: str) -> None:
         # The decoder was drained after the first packet (B-frames would otherwise hold the
         # first picture back for two more): the next packet is the second one.
         assert next(container.demux(stream)).pts == second
+
+
+@pytest.mark.parametrize("name", ["long_gop.mp4", "mpeg2.mpg", "vp9.mkv"])
+def test_reader_seeks_back_for_an_earlier_time(name: str) -> None:
+    path = video_sample(name)
+    times, _ = all_frames(path)
+    with open_media(path, need="video") as container:
+        reader = FrameReader(container, video_stream(container))
+        for t in (1.9, 0.5, 1.2, 0.1):
+            frame = reader.at(t)
+            index = max(bisect.bisect_right(times, t + 1e-4) - 1, 0)
+            assert picture_level(frame.to_ndarray(format="rgb24")) == pytest.approx(
+                level(index), abs=4
+            ), t
