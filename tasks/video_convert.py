@@ -294,28 +294,55 @@ def run(job: Job) -> dict[str, Any]:
     return result(transcode.path, original, job.params["audio_codec"] if has_audio else None)
 
 
+# Parameters video.convert shares with video.reverse, declared once.
+SHAPE_PARAMS = (
+    Param("url", URL, "URL of the source video", required=True),
+    Param(
+        "width",
+        INTEGER,
+        "Output width, in pixels (rounded down to even). With only `height`, it follows the "
+        "aspect ratio; with neither, the source's size.",
+        min=2,
+        max=MAX_SIDE,
+    ),
+    Param(
+        "height",
+        INTEGER,
+        "Output height, in pixels (rounded down to even).",
+        min=2,
+        max=MAX_SIDE,
+    ),
+    Param("crop", BOOLEAN, "Allows croping the video to fit in the output size", default=False),
+)
+VIDEO_CODEC_PARAM = Param(
+    "video_codec", STRING, "Desired video codec.", default="h264", choices=("h264",)
+)
+RATE_CONTROL_PARAMS = (
+    Param(
+        "crf",
+        INTEGER,
+        "Output constant rate factor (video): lower is better quality.",
+        default=23,
+        min=0,
+        max=51,
+    ),
+    Param(
+        "gop",
+        INTEGER,
+        "Output group of picture (GOP) size: the largest number of frames between keyframes.",
+        default=250,
+        min=1,
+        max=1000,
+    ),
+)
+
+
 KIND = Kind(
     name="video.convert",
     help="Create transcoded video file with custom dimensions, and return its video.info output "
     "values. The video is H.264, turned upright, in MP4 (ASF `.wmv` for the WMA audio codecs).",
     params=(
-        Param("url", URL, "URL of the source video", required=True),
-        Param(
-            "width",
-            INTEGER,
-            "Output width, in pixels (rounded down to even). With only `height`, it follows the "
-            "aspect ratio; with neither, the source's size.",
-            min=2,
-            max=MAX_SIDE,
-        ),
-        Param(
-            "height",
-            INTEGER,
-            "Output height, in pixels (rounded down to even).",
-            min=2,
-            max=MAX_SIDE,
-        ),
-        Param("crop", BOOLEAN, "Allows croping the video to fit in the output size", default=False),
+        *SHAPE_PARAMS,
         Param(
             "audio_codec",
             STRING,
@@ -323,7 +350,7 @@ KIND = Kind(
             default="aac",
             choices=tuple(AUDIO_CODECS),
         ),
-        Param("video_codec", STRING, "Desired video codec.", default="h264", choices=("h264",)),
+        VIDEO_CODEC_PARAM,
         Param(
             "video_bitrate",
             INTEGER,
@@ -347,22 +374,7 @@ KIND = Kind(
             default=44100,
             choices=(22050, 44100, 48000),
         ),
-        Param(
-            "crf",
-            INTEGER,
-            "Output constant rate factor (video): lower is better quality.",
-            default=23,
-            min=0,
-            max=51,
-        ),
-        Param(
-            "gop",
-            INTEGER,
-            "Output group of picture (GOP) size: the largest number of frames between keyframes.",
-            default=250,
-            min=1,
-            max=1000,
-        ),
+        *RATE_CONTROL_PARAMS,
     ),
     outputs=(
         Output("content_type", "string", "Output file content type."),

@@ -20,7 +20,7 @@ import av
 import av.container
 import numpy as np
 
-from tasks.declare import BOOLEAN, INTEGER, STRING, URL, Job, Kind, Output, Param, TaskError
+from tasks.declare import INTEGER, Job, Kind, Output, Param, TaskError
 from tasks.geometry import Geometry, plan
 from tasks.media import (
     Background,
@@ -32,7 +32,15 @@ from tasks.media import (
     upright_size,
     video_stream,
 )
-from tasks.video_convert import MAX_SIDE, Timestamps, add_h264, open_output, result
+from tasks.video_convert import (
+    RATE_CONTROL_PARAMS,
+    SHAPE_PARAMS,
+    VIDEO_CODEC_PARAM,
+    Timestamps,
+    add_h264,
+    open_output,
+    result,
+)
 
 CHUNK_MEMORY = 48 * 1024 * 1024  # bytes of output-sized frames kept in memory per GOP
 MAX_PACKETS = 10_000_000
@@ -262,24 +270,8 @@ KIND = Kind(
     help="Create a reversed video file with custom dimensions, and return its video.info output "
     "values. The video is H.264 in MP4, turned upright, without sound.",
     params=(
-        Param("url", URL, "URL of the source video", required=True),
-        Param(
-            "width",
-            INTEGER,
-            "Output width, in pixels (rounded down to even). With only `height`, it follows the "
-            "aspect ratio; with neither, the source's size.",
-            min=2,
-            max=MAX_SIDE,
-        ),
-        Param(
-            "height",
-            INTEGER,
-            "Output height, in pixels (rounded down to even).",
-            min=2,
-            max=MAX_SIDE,
-        ),
-        Param("crop", BOOLEAN, "Allows croping the video to fit in the output size", default=False),
-        Param("video_codec", STRING, "Desired video codec.", default="h264", choices=("h264",)),
+        *SHAPE_PARAMS,
+        VIDEO_CODEC_PARAM,
         Param(
             "video_bitrate",
             INTEGER,
@@ -288,22 +280,7 @@ KIND = Kind(
             min=50,
             max=200000,
         ),
-        Param(
-            "crf",
-            INTEGER,
-            "Output constant rate factor (video): lower is better quality.",
-            default=23,
-            min=0,
-            max=51,
-        ),
-        Param(
-            "gop",
-            INTEGER,
-            "Output group of picture (GOP) size: the largest number of frames between keyframes.",
-            default=250,
-            min=1,
-            max=1000,
-        ),
+        *RATE_CONTROL_PARAMS,
     ),
     outputs=(
         Output("duration", "float", "Duration of the video file, in seconds."),
