@@ -72,7 +72,8 @@ async def _bootstrap(config: Config) -> None:
 def serve(args: argparse.Namespace) -> None:
     values = {name: getattr(args, name) for name, *_ in settings()}
     config = Config(**values)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    # The data dir holds account secrets and the storage key: private to the server's user.
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     asyncio.run(_bootstrap(config))
     from server.app import create_app
 
