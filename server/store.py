@@ -339,6 +339,19 @@ class SqliteStore:
         except sqlite3.Error as e:
             raise StoreError(f"task store query failed: {e}") from e
 
+    async def _query_in(
+        self, sql: str, account_id: int, values: Sequence[str]
+    ) -> list[sqlite3.Row]:
+        """Rows of `sql` (whose `{marks}` is an IN list) for the distinct `values`, queried 500
+        at a time to stay under SQLite's limit on parameters."""
+        unique = list(dict.fromkeys(values))
+        rows: list[sqlite3.Row] = []
+        for i in range(0, len(unique), 500):
+            chunk = unique[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows += await self._query(sql.format(marks=marks), (account_id, *chunk))
+        return rows
+
     # -- accounts -----------------------------------------------------------------------------
 
     async def create_account(self, secret: str | None = None) -> Account:
@@ -485,18 +498,12 @@ class SqliteStore:
 
     async def tasks(self, account_id: int, keys: Sequence[str]) -> dict[str, Task]:
         """The account's tasks among `keys`; keys of other accounts are simply absent."""
-        found: dict[str, Task] = {}
-        unique = list(dict.fromkeys(keys))
-        for i in range(0, len(unique), 500):
-            chunk = unique[i : i + 500]
-            rows = await self._query(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE account_id = ? "
-                f"AND key IN ({','.join('?' * len(chunk))})",
-                (account_id, *chunk),
-            )
-            for row in rows:
-                found[row[0]] = _task_from_row(row)
-        return found
+        rows = await self._query_in(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE account_id = ? AND key IN ({{marks}})",
+            account_id,
+            keys,
+        )
+        return {row[0]: _task_from_row(row) for row in rows}
 
     async def unfinished(self) -> list[Task]:
         """Tasks found queued or executing (the server stopped under them), oldest first."""
@@ -608,17 +615,12 @@ class SqliteStore:
 
     async def files_by_url(self, account_id: int, urls: Sequence[str]) -> list[FileRecord]:
         """The account's files among these URLs (given without their query strings)."""
-        found: list[FileRecord] = []
-        unique = list(dict.fromkeys(urls))
-        for i in range(0, len(unique), 500):
-            chunk = unique[i : i + 500]
-            rows = await self._query(
-                f"SELECT {_FILE_COLUMNS}, id FROM files WHERE account_id = ? "
-                f"AND url IN ({','.join('?' * len(chunk))}) ORDER BY name",
-                (account_id, *chunk),
-            )
-            found += [FileRecord(*r) for r in rows]
-        return found
+        rows = await self._query_in(
+            f"SELECT {_FILE_COLUMNS}, id FROM files WHERE account_id = ? AND url IN ({{marks}})",
+            account_id,
+            urls,
+        )
+        return sorted((FileRecord(*r) for r in rows), key=lambda f: f.name)
 
     async def forget_files(self, ids: Sequence[int]) -> None:
         """Drops the rows of files deleted from their backend."""
