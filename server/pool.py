@@ -2,8 +2,15 @@
 
 Unlike `concurrent.futures.ProcessPoolExecutor`, where one dead worker breaks every pending
 future, each worker here is watched on its own: if it dies (a crash in a decoder, `kill -9`),
-only its task fails, with `WorkerDied`, and a new worker takes its place. A task that runs past
-its time limit has its worker killed and replaced too.
+only the job it was running fails, with `WorkerDied`, and a new worker takes its place. A job
+that runs past its time limit has its worker killed and replaced too.
+
+Jobs of a kind whose runs are quick (`hello` takes microseconds) travel several to a message
+when they queue up: sending a message costs the server more than such a job costs its worker,
+so one message per job would make the pool, not the workers, the limit under load. The worker
+reports each job's outcome as soon as it ends, so every job keeps its own time limit, counted
+from the outcome before it, and a worker lost mid-message fails only the job it was running:
+the jobs behind it go back to the front of the queue.
 """
 
 from __future__ import annotations
@@ -14,12 +21,20 @@ import logging
 import multiprocessing
 import pickle
 import socket
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from server import worker
 
 log = logging.getLogger(__name__)
+
+# Jobs of a kind whose runs take less than this (seconds, on average) may share a message...
+QUICK = 0.002
+# ...up to this many, so that a burst still spreads over every worker.
+MAX_SHARED = 32
+_HEADER = worker.HEADER
 
 
 class WorkerDied(Exception):
@@ -30,49 +45,68 @@ class TaskTimedOut(Exception):
     """The task ran past its kind's time limit and its worker was stopped."""
 
 
-class _Worker:
-    def __init__(
-        self,
-        process: multiprocessing.process.BaseProcess,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        self.process = process
-        self.reader = reader
-        self.writer = writer
-        self.dead = False
+@dataclass(eq=False)
+class _Job:
+    kind: str
+    message: tuple[Any, ...]
+    on_progress: Callable[[Any, dict[str, Any] | None], None]
+    time_limit: float
+    future: asyncio.Future[tuple[str, Any]]
+    worker: _Worker | None = None
+    started: float = 0.0
 
-    async def receive(self) -> Any:
-        header = await self.reader.readexactly(4)
-        body = await self.reader.readexactly(int.from_bytes(header, "big"))
-        return pickle.loads(body)
 
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, OSError, AttributeError):
-            self.process.kill()
-        self.writer.close()
+@dataclass(eq=False)
+class _Worker(asyncio.Protocol):
+    """One worker process and the server's end of its socket; the jobs it holds run in order,
+    the first one now."""
+
+    pool: WorkerPool
+    process: multiprocessing.process.BaseProcess
+    transport: asyncio.Transport | None = None
+    jobs: deque[_Job] = field(default_factory=deque)
+    timer: asyncio.TimerHandle | None = None
+    dead: bool = False
+    buffer: bytearray = field(default_factory=bytearray)
+
+    def data_received(self, data: bytes) -> None:
+        """Hands over every whole frame received; keeps the start of the next one."""
+        buffer = self.buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= _HEADER.size and not self.dead:
+            end = start + _HEADER.size + _HEADER.unpack_from(buffer, start)[0]
+            if len(buffer) < end:
+                break
+            message = pickle.loads(memoryview(buffer)[start + _HEADER.size : end])
+            start = end
+            self.pool._on_message(self, message)
+        del buffer[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool._on_exit(self)
 
 
 class WorkerPool:
-    """`size` worker processes; `run` sends a job to an idle one and waits for its outcome."""
+    """`size` worker processes; `run` queues a job and waits for its outcome."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["server.worker"])
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._pending: deque[_Job] = deque()
+        self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
+        self._run_seconds: dict[str, float] = {}  # per kind, a moving average
         self._closing = False
-        self._respawns: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._all if w.process.pid]
 
     async def start(self) -> None:
-        workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
-        for w in workers:
-            self._idle.put_nowait(w)
+        self._idle += await asyncio.gather(*(self._spawn() for _ in range(self.size)))
 
     async def _spawn(self) -> _Worker:
         parent_sock, child_sock = socket.socketpair()
@@ -81,36 +115,15 @@ class WorkerPool:
         )
         await asyncio.to_thread(process.start)
         child_sock.close()
-        reader, writer = await asyncio.open_connection(sock=parent_sock)
-        w = _Worker(process, reader, writer)
-        # The process sentinel becomes readable when the worker exits, even while it is idle.
         loop = asyncio.get_running_loop()
+        transport, w = await loop.create_connection(
+            lambda: _Worker(self, process), sock=parent_sock
+        )
+        w.transport = transport
+        # The process sentinel becomes readable when the worker exits, even while it is idle.
         loop.add_reader(process.sentinel, self._on_exit, w)
         self._all.add(w)
         return w
-
-    def _on_exit(self, w: _Worker) -> None:
-        asyncio.get_running_loop().remove_reader(w.process.sentinel)
-        w.dead = True
-
-    def _replace(self, dead: _Worker) -> None:
-        if not dead.dead:
-            self._on_exit(dead)
-        dead.kill()
-        self._all.discard(dead)
-        if self._closing:
-            return
-
-        async def respawn() -> None:
-            await asyncio.to_thread(dead.process.join, 5)
-            try:
-                self._idle.put_nowait(await self._spawn())
-            except Exception:
-                log.exception("could not start a replacement worker")
-
-        task = asyncio.create_task(respawn())
-        self._respawns.add(task)
-        task.add_done_callback(self._respawns.discard)
 
     async def run(
         self,
@@ -123,43 +136,140 @@ class WorkerPool:
     ) -> tuple[str, Any]:
         """Runs a job on a worker: ("done", result) or ("failed", message). Raises WorkerDied
         or TaskTimedOut; the pool stays whole either way."""
-        w = await self._idle.get()
-        while w.dead:
-            self._replace(w)
-            w = await self._idle.get()
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(kind, (kind, params, inputs, workdir), on_progress, time_limit, future)
+        self._pending.append(job)
+        self._dispatch()
         try:
-            async with asyncio.timeout(time_limit):
-                w.writer.write(worker.encode(("run", kind, params, inputs, workdir)))
-                await w.writer.drain()
-                while True:
-                    message = await w.receive()
-                    if message[0] == "progress":
-                        on_progress(message[1], message[2])
-                    else:
-                        self._idle.put_nowait(w)
-                        return message
-        except TimeoutError:
-            self._replace(w)
-            raise TaskTimedOut(f"the task ran past its time limit of {time_limit:g} s") from None
-        except (asyncio.IncompleteReadError, ConnectionError):
-            await asyncio.to_thread(w.process.join, 2)
-            code = w.process.exitcode
-            self._replace(w)
-            how = f"was killed by signal {-code}" if code and code < 0 else f"exited ({code})"
-            raise WorkerDied(f"the worker process running the task {how}") from None
-        except BaseException:
-            self._replace(w)
+            return await future
+        except asyncio.CancelledError:
+            if job.worker is None:
+                self._pending.remove(job)
+            elif job.worker.jobs and job.worker.jobs[0] is job:
+                self._retire(job.worker)  # the only way to stop a running job
             raise
+
+    def _quick(self, kind: str) -> bool:
+        return self._run_seconds.get(kind, QUICK) < QUICK
+
+    def _dispatch(self) -> None:
+        """Gives queued jobs to idle workers."""
+        while self._pending and self._idle:
+            batch = [self._pending.popleft()]
+            if self._quick(batch[0].kind):
+                while (
+                    self._pending and len(batch) < MAX_SHARED and self._quick(self._pending[0].kind)
+                ):
+                    batch.append(self._pending.popleft())
+            w = self._idle.pop()
+            for job in batch:
+                job.worker = w
+            w.jobs.extend(batch)
+            assert w.transport is not None
+            w.transport.write(worker.encode([job.message for job in batch]))
+            self._start_clock(w)
+
+    def _start_clock(self, w: _Worker) -> None:
+        """The worker's first job starts now: arm its time limit."""
+        job = w.jobs[0]
+        loop = asyncio.get_running_loop()
+        job.started = loop.time()
+        w.timer = loop.call_at(job.started + job.time_limit, self._on_timeout, w)
+
+    def _on_message(self, w: _Worker, message: tuple[Any, ...]) -> None:
+        job = w.jobs[0]
+        if message[0] == "progress":
+            if not job.future.done():
+                job.on_progress(message[1], message[2])
+            return
+        outcome, value, seconds = message
+        assert w.timer is not None
+        w.timer.cancel()
+        w.jobs.popleft()
+        average = self._run_seconds.get(job.kind)
+        self._run_seconds[job.kind] = seconds if average is None else 0.8 * average + 0.2 * seconds
+        if not job.future.done():
+            job.future.set_result((outcome, value))
+        if w.jobs:
+            self._start_clock(w)
+        else:
+            self._idle.append(w)
+            self._dispatch()
+
+    def _on_timeout(self, w: _Worker) -> None:
+        job = w.jobs.popleft()
+        self._retire(w)
+        if not job.future.done():
+            job.future.set_exception(
+                TaskTimedOut(f"the task ran past its time limit of {job.time_limit:g} s")
+            )
+
+    def _on_exit(self, w: _Worker) -> None:
+        """The worker exited or closed its socket on its own."""
+        if w.dead:
+            return
+        job = w.jobs.popleft() if w.jobs else None
+        self._retire(w)
+        if job is not None:
+            self._in_background(self._report_death(w, job))
+
+    async def _report_death(self, w: _Worker, job: _Job) -> None:
+        await asyncio.to_thread(w.process.join, 2)
+        code = w.process.exitcode
+        how = f"was killed by signal {-code}" if code and code < 0 else f"exited ({code})"
+        if not job.future.done():
+            job.future.set_exception(WorkerDied(f"the worker process running the task {how}"))
+
+    def _retire(self, w: _Worker) -> None:
+        """Stops a worker, puts the jobs it had not started back at the front of the queue, and
+        starts a replacement."""
+        w.dead = True
+        if w.timer is not None:
+            w.timer.cancel()
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(w.process.sentinel)
+        with contextlib.suppress(ProcessLookupError, OSError, AttributeError):
+            w.process.kill()
+        if w.transport is not None:
+            w.transport.close()
+        self._all.discard(w)
+        if w in self._idle:
+            self._idle.remove(w)
+        for job in reversed(w.jobs):
+            if not job.future.done():
+                job.worker = None
+                self._pending.appendleft(job)
+        w.jobs.clear()
+        if not self._closing:
+            self._in_background(self._replace(w))
+        self._dispatch()
+
+    async def _replace(self, dead: _Worker) -> None:
+        await asyncio.to_thread(dead.process.join, 5)
+        try:
+            self._idle.append(await self._spawn())
+        except Exception:
+            log.exception("could not start a replacement worker")
+            return
+        self._dispatch()
+
+    def _in_background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         self._closing = True
-        for task in list(self._respawns):
+        for task in list(self._background):
             task.cancel()
         for w in list(self._all):
-            if not w.dead:
-                self._on_exit(w)
-            w.writer.close()
+            w.dead = True
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(w.process.sentinel)
+            if w.transport is not None:
+                w.transport.close()
         for w in list(self._all):
             await asyncio.to_thread(w.process.join, 3)
-            w.kill()
+            with contextlib.suppress(ProcessLookupError, OSError, AttributeError):
+                w.process.kill()
         self._all.clear()

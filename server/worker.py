@@ -15,13 +15,13 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tasks import registry
 from tasks.declare import Job, TaskError
 
 KINDS = registry()
-_HEADER = struct.Struct("!I")
+HEADER = struct.Struct("!I")
 # Progress is sent when it moves and at most this often, unless it carries a partial result.
 PROGRESS_EVERY = 0.1
 
@@ -29,25 +29,17 @@ PROGRESS_EVERY = 0.1
 def encode(message: Any) -> bytes:
     """Frames one message: a 4-byte length, then the pickle."""
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(body)) + body
+    return HEADER.pack(len(body)) + body
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            return None
-        chunks += chunk
-    return bytes(chunks)
-
-
-def _receive(sock: socket.socket) -> Any:
-    header = _recv_exact(sock, _HEADER.size)
-    if header is None:
+def _receive(reader: BinaryIO) -> Any:
+    """The next message, or None once the server has closed the socket."""
+    header = reader.read(HEADER.size)
+    if len(header) < HEADER.size:
         return None
-    body = _recv_exact(sock, _HEADER.unpack(header)[0])
-    return None if body is None else pickle.loads(body)
+    size = HEADER.unpack(header)[0]
+    body = reader.read(size)
+    return None if len(body) < size else pickle.loads(body)
 
 
 class _Reporter:
@@ -86,13 +78,14 @@ def run_job(
 
 
 def main(sock: socket.socket) -> None:
-    """The worker's loop: one job at a time until the server closes the socket."""
+    """The worker's loop until the server closes the socket: each message is a list of jobs,
+    run in order, each answered with (outcome, value, seconds it ran) as soon as it ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
     reporter = _Reporter(sock)
-    while True:
-        message = _receive(sock)
-        if message is None:
-            return
-        _, name, params, inputs, workdir = message
-        reporter.last_pct = None
-        sock.sendall(encode(run_job(name, params, inputs, workdir, reporter)))
+    reader = sock.makefile("rb")
+    while (jobs := _receive(reader)) is not None:
+        for name, params, inputs, workdir in jobs:
+            reporter.last_pct = None
+            start = time.perf_counter()
+            outcome = run_job(name, params, inputs, workdir, reporter)
+            sock.sendall(encode((*outcome, time.perf_counter() - start)))

@@ -1,5 +1,6 @@
 """Task kinds that exist only in the tests (added with TASKSTREAM_EXTRA_KINDS): tasks that take
-time, burn CPU, crash their worker, fail, or publish a partial result on demand."""
+time, burn CPU, crash their worker, fail, publish a partial result, or answer at once, on
+demand."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from tasks.declare import FLOAT, STRING, Job, Kind, Output, Param, TaskError
+from tasks.declare import BOOLEAN, FLOAT, STRING, Job, Kind, Output, Param, TaskError
 
 
 def _sleep(job: Job) -> str:
@@ -53,6 +54,14 @@ def _partial(job: Job) -> dict[str, float]:
     return {"duration": 12.5, "frames": 3.0}
 
 
+def _quick(job: Job) -> str:
+    """Answers at once, unless told to crash its worker or to hang."""
+    if job.params["crash"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(job.params["hang"])
+    return job.params["name"]
+
+
 def _kind(name: str, run, *params: Param, time_limit: float = 30.0) -> Kind:
     return Kind(
         name=name,
@@ -72,4 +81,12 @@ KINDS = [
     _kind("test.fail", _fail, Param("message", STRING, default="it failed")),
     _kind("test.partial", _partial, Param("release", STRING, required=True)),
     _kind("test.slow", _sleep, Param("seconds", FLOAT, default=5.0), time_limit=0.5),
+    _kind(
+        "test.quick",
+        _quick,
+        Param("name", STRING, default="quick"),
+        Param("crash", BOOLEAN, default=False),
+        Param("hang", FLOAT, default=0.0),
+        time_limit=0.5,
+    ),
 ]
