@@ -306,6 +306,8 @@ class SqliteStore:
                 self._wake.clear()
                 continue
             batch, self._pending = self._pending, []
+            # Like statements run together, one call each: see _PHASES.
+            batch.sort(key=_phase)
             try:
                 await self._writer.execute("BEGIN IMMEDIATE")
                 i = 0
@@ -443,10 +445,7 @@ class SqliteStore:
 
     async def insert_batch(self, tasks: Sequence[Task], deliveries: Sequence[Delivery]) -> None:
         """Stores new tasks (queued, or already in error) and the errbacks those errors owe."""
-        ops = [
-            (f"INSERT INTO tasks({_TASK_COLUMNS}) VALUES ({','.join('?' * 14)})", _task_row(t))
-            for t in tasks
-        ]
+        ops = [(_INSERT_TASK, _task_row(t)) for t in tasks]
         ops += [(_INSERT_DELIVERY, _delivery_row(d)) for d in deliveries]
         await self._write(ops)
 
@@ -454,9 +453,7 @@ class SqliteStore:
         """Records that a worker took the task (status, start time and attempt count), without
         waiting for the commit."""
         self._write_soon(
-            "UPDATE tasks SET status = 'executing', started_at = ?, attempts = ?, "
-            "progress = ?, result = NULL WHERE key = ?",
-            (task.started_at, task.attempts, _json(task.progress), task.key),
+            _CLAIM_TASK, (task.started_at, task.attempts, _json(task.progress), task.key)
         )
 
     async def requeue(self, task: Task) -> None:
@@ -473,10 +470,7 @@ class SqliteStore:
 
     def record_progress(self, task: Task) -> None:
         """Saves progress and a partial result, without waiting for the commit."""
-        self._write_soon(
-            "UPDATE tasks SET progress = ?, result = ? WHERE key = ? AND status = 'executing'",
-            (_json(task.progress), _json(task.result), task.key),
-        )
+        self._write_soon(_RECORD_PROGRESS, (_json(task.progress), _json(task.result), task.key))
 
     async def finish(self, task: Task, deliveries: Sequence[Delivery]) -> None:
         """Records the final status and, in the same transaction, the callbacks it owes."""
@@ -672,6 +666,26 @@ class SqliteStore:
 
 _FILE_COLUMNS = "account_id, storage, backend, path, name, task_key, size, created, url"
 _FILE_COLUMNS_F = ", ".join(f"f.{c}" for c in _FILE_COLUMNS.split(", "))
+
+_INSERT_TASK = f"INSERT INTO tasks({_TASK_COLUMNS}) VALUES ({','.join('?' * 14)})"
+_CLAIM_TASK = (
+    "UPDATE tasks SET status = 'executing', started_at = ?, attempts = ?, progress = ?, "
+    "result = NULL WHERE key = ?"
+)
+_RECORD_PROGRESS = (
+    "UPDATE tasks SET progress = ?, result = ? WHERE key = ? AND status = 'executing'"
+)
+# The order of statements in one transaction: new tasks, claims, progress, then all the others
+# in the order they came. A task's own statements come in that order anyway (it is claimed only
+# once its insert is committed, and a requeue is committed before the next claim), so grouping
+# keeps each task's history in order while each kind of statement costs one call to the
+# database thread, which is what a commit waits on.
+_PHASES = {_INSERT_TASK: 0, _CLAIM_TASK: 1, _RECORD_PROGRESS: 2}
+
+
+def _phase(op: tuple[str, Any, Any]) -> int:
+    return _PHASES.get(op[0], 3)
+
 
 _INSERT_DELIVERY = (
     "INSERT INTO deliveries(id, task_key, account_id, event, url, body, state, next_attempt) "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -115,16 +116,21 @@ class Kind:
     output_files: tuple[Output, ...] = ()
     time_limit: float = 600.0
 
-    @property
+    # Derived once per kind (the dataclass is frozen): every create and every run reads them.
+    @cached_property
     def all_params(self) -> tuple[Param, ...]:
         return (*self.params, *COMMON_PARAMS)
 
-    @property
+    @cached_property
+    def _params_by_name(self) -> dict[str, Param]:
+        return {p.name: p for p in self.all_params}
+
+    @cached_property
     def uses_files(self) -> bool:
         """Whether the kind reads downloaded inputs or writes output files."""
         return bool(self.url_params or self.output_files)
 
-    @property
+    @cached_property
     def url_params(self) -> tuple[Param, ...]:
         """Parameters whose URLs the server downloads before the run."""
         return tuple(p for p in self.params if p.type in (URL, URLS))
@@ -132,7 +138,7 @@ class Kind:
     def validate(self, definition: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
         """Checks a task definition's parameters (the keys other than the reserved ones) and
         returns (parameters with defaults, errors by parameter name)."""
-        declared = {p.name: p for p in self.all_params}
+        declared = self._params_by_name
         params: dict[str, Any] = {}
         errors: dict[str, list[str]] = {}
         for name in definition:
