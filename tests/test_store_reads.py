@@ -76,3 +76,29 @@ async def test_close_commits_a_write_already_being_committed(tmp_path: Path) -> 
         assert (stored.status, stored.attempts) == (Status.EXECUTING, 1)
     finally:
         await reopened.close()
+
+
+async def test_a_task_that_ends_before_its_claim_is_written_keeps_its_start(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    await store.open()
+    try:
+        account = await store.create_account("secret")
+        quick, slow = queued(account.id), queued(account.id)
+        await store.insert_batch([quick, slow], [])
+        for task in (quick, slow):
+            task.status, task.started_at, task.attempts = Status.EXECUTING, now_iso(), 1
+            store.claim(task)
+        # quick ends in the same turn of the loop, before the writer has taken its claim
+        quick.status, quick.completed_at, quick.result = Status.SUCCESS, now_iso(), "Hello x"
+        await store.finish(quick, [])
+        stored = await store.tasks(account.id, [quick.key, slow.key])
+        assert stored[quick.key].status is Status.SUCCESS
+        assert stored[quick.key].started_at == quick.started_at
+        assert stored[quick.key].attempts == 1
+        assert stored[slow.key].status is Status.EXECUTING
+        assert stored[slow.key].started_at == slow.started_at
+        assert stored[slow.key].attempts == 1
+    finally:
+        await store.close()
