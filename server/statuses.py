@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +20,10 @@ class Status(enum.StrEnum):
 
     @property
     def ended(self) -> bool:
-        return self in (Status.SUCCESS, Status.ERROR)
+        return self in _ENDED
 
+
+_ENDED = frozenset({Status.SUCCESS, Status.ERROR})
 
 _BASE32 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 # Maps any byte to the base32 letter of its low 5 bits: 256 is a multiple of 32, so a uniformly
@@ -41,9 +44,18 @@ def new_key() -> str:
     return key
 
 
+_second = (0, "")  # the last second formatted, and its text up to the seconds
+
+
 def now_iso() -> str:
-    """The current time as the reference writes it: ISO 8601, microseconds, `+00:00`."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    """The current time as the reference writes it: ISO 8601, microseconds, `+00:00`. A task
+    takes three timestamps, so the date and time of day are formatted once a second."""
+    global _second
+    now = time.time()
+    whole = int(now)
+    if whole != _second[0]:
+        _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}+00:00"
 
 
 @dataclass
@@ -74,7 +86,7 @@ class Task:
         if self.completed_at:
             events["completed"] = self.completed_at
         out: dict[str, Any] = {
-            "status": self.status.value,
+            "status": self.status,  # a StrEnum: orjson writes its value
             "key": self.key,
             "progress": None if self.status.ended else self.progress,
             "events": events,

@@ -212,7 +212,7 @@ def _task_row(t: Task) -> tuple[Any, ...]:
         _json(t.params),
         _json(t.task_store),
         _json(t.task_metas),
-        t.status.value,
+        t.status,
         t.queued_at,
         t.started_at,
         t.completed_at,
@@ -493,7 +493,7 @@ class SqliteStore:
                 "UPDATE tasks SET status = ?, started_at = ?, attempts = ?, completed_at = ?, "
                 "progress = NULL, result = ?, error = ? WHERE key = ?",
                 (
-                    task.status.value,
+                    task.status,
                     task.started_at,
                     task.attempts,
                     task.completed_at,
