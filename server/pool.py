@@ -106,6 +106,7 @@ class WorkerPool:
         return [w.process.pid for w in self._all if w.process.pid]
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()  # kept: see SqliteStore.open
         self._idle += await asyncio.gather(*(self._spawn() for _ in range(self.size)))
 
     async def _spawn(self) -> _Worker:
@@ -136,7 +137,7 @@ class WorkerPool:
     ) -> tuple[str, Any]:
         """Runs a job on a worker: ("done", result) or ("failed", message). Raises WorkerDied
         or TaskTimedOut; the pool stays whole either way."""
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop.create_future()
         job = _Job(kind, (kind, params, inputs, workdir), on_progress, time_limit, future)
         self._pending.append(job)
         self._dispatch()
@@ -172,9 +173,8 @@ class WorkerPool:
     def _start_clock(self, w: _Worker) -> None:
         """The worker's first job starts now: arm its time limit."""
         job = w.jobs[0]
-        loop = asyncio.get_running_loop()
-        job.started = loop.time()
-        w.timer = loop.call_at(job.started + job.time_limit, self._on_timeout, w)
+        job.started = self._loop.time()
+        w.timer = self._loop.call_at(job.started + job.time_limit, self._on_timeout, w)
 
     def _on_message(self, w: _Worker, message: tuple[Any, ...]) -> None:
         job = w.jobs[0]
@@ -206,28 +206,17 @@ class WorkerPool:
 
     def _on_exit(self, w: _Worker) -> None:
         """The worker exited or closed its socket on its own."""
-        if w.dead:
-            return
-        job = w.jobs.popleft() if w.jobs else None
-        self._retire(w)
-        if job is not None:
-            self._in_background(self._report_death(w, job))
+        if not w.dead:
+            self._retire(w, lost=w.jobs.popleft() if w.jobs else None)
 
-    async def _report_death(self, w: _Worker, job: _Job) -> None:
-        await asyncio.to_thread(w.process.join, 2)
-        code = w.process.exitcode
-        how = f"was killed by signal {-code}" if code and code < 0 else f"exited ({code})"
-        if not job.future.done():
-            job.future.set_exception(WorkerDied(f"the worker process running the task {how}"))
-
-    def _retire(self, w: _Worker) -> None:
+    def _retire(self, w: _Worker, lost: _Job | None = None) -> None:
         """Stops a worker, puts the jobs it had not started back at the front of the queue, and
-        starts a replacement."""
+        replaces it; `lost`, the job it was running when it died, fails with its exit code."""
         w.dead = True
         if w.timer is not None:
             w.timer.cancel()
         with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(w.process.sentinel)
+            self._loop.remove_reader(w.process.sentinel)
         with contextlib.suppress(ProcessLookupError, OSError, AttributeError):
             w.process.kill()
         if w.transport is not None:
@@ -240,12 +229,18 @@ class WorkerPool:
                 job.worker = None
                 self._pending.appendleft(job)
         w.jobs.clear()
-        if not self._closing:
-            self._in_background(self._replace(w))
+        self._in_background(self._replace(w, lost))
         self._dispatch()
 
-    async def _replace(self, dead: _Worker) -> None:
+    async def _replace(self, dead: _Worker, lost: _Job | None) -> None:
+        # One join only: the fork server hands the exit code to the first reader alone.
         await asyncio.to_thread(dead.process.join, 5)
+        if lost is not None and not lost.future.done():
+            code = dead.process.exitcode
+            how = f"was killed by signal {-code}" if code and code < 0 else f"exited ({code})"
+            lost.future.set_exception(WorkerDied(f"the worker process running the task {how}"))
+        if self._closing:
+            return
         try:
             self._idle.append(await self._spawn())
         except Exception:
@@ -265,7 +260,7 @@ class WorkerPool:
         for w in list(self._all):
             w.dead = True
             with contextlib.suppress(ValueError, OSError):
-                asyncio.get_running_loop().remove_reader(w.process.sentinel)
+                self._loop.remove_reader(w.process.sentinel)
             if w.transport is not None:
                 w.transport.close()
         for w in list(self._all):

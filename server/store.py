@@ -262,6 +262,9 @@ class SqliteStore:
             self._reader = await self._connect(isolation_level=None)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the task store at {self.path}: {e}") from e
+        # Kept, not looked up per write: Python 3.11's get_running_loop makes a getpid system
+        # call, and py-spy showed those calls among the largest costs of a create.
+        self._loop = asyncio.get_running_loop()
         self._writer_task = asyncio.create_task(self._write_loop(), name="store-writer")
 
     async def _connect(self, isolation_level: str | None) -> aiosqlite.Connection:
@@ -289,7 +292,7 @@ class SqliteStore:
 
     async def _write(self, ops: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
         """Queues statements and returns once the transaction holding them is committed."""
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop.create_future()
         ops = list(ops)
         for sql, params in ops[:-1]:
             self._pending.append((sql, params, None))
