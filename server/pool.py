@@ -99,6 +99,7 @@ class WorkerPool:
         self._all: set[_Worker] = set()
         self._run_seconds: dict[str, float] = {}  # per kind, a moving average
         self._closing = False
+        self._dispatch_soon = False
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -140,7 +141,10 @@ class WorkerPool:
         future = self._loop.create_future()
         job = _Job(kind, (kind, params, inputs, workdir), on_progress, time_limit, future)
         self._pending.append(job)
-        self._dispatch()
+        if not self._dispatch_soon:
+            # Jobs submitted in the same turn of the loop go out together, at its end.
+            self._dispatch_soon = True
+            self._loop.call_soon(self._dispatch)
         try:
             return await future
         except asyncio.CancelledError:
@@ -155,6 +159,7 @@ class WorkerPool:
 
     def _dispatch(self) -> None:
         """Gives queued jobs to idle workers."""
+        self._dispatch_soon = False
         while self._pending and self._idle:
             batch = [self._pending.popleft()]
             if self._quick(batch[0].kind):
