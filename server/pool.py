@@ -3,11 +3,13 @@
 Unlike `concurrent.futures.ProcessPoolExecutor`, where one dead worker breaks every pending
 future, each worker here is watched on its own: if it dies (a crash in a decoder, `kill -9`),
 only the job it was running fails, with `WorkerDied`, and a new worker takes its place. A job
-that runs past its time limit has its worker killed and replaced too.
+that runs past its time limit has its worker killed and replaced too (one watchdog checks every
+WATCH_EVERY seconds).
 
-Jobs of a kind whose runs are quick (`hello` takes microseconds) travel several to a message
-when they queue up: sending a message costs the server more than such a job costs its worker,
-so one message per job would make the pool, not the workers, the limit under load. The worker
+Jobs go out at the end of the event loop's turn, and jobs of a kind whose runs are quick
+(`hello` takes microseconds) travel several to a message: sending a message costs the server
+more than such a job costs its worker, so one message per job would make the pool, not the
+workers, the limit under load. The worker
 reports each job's outcome as soon as it ends, so every job keeps its own time limit, counted
 from the outcome before it, and a worker lost mid-message fails only the job it was running:
 the jobs behind it go back to the front of the queue.
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 QUICK = 0.002
 # ...up to this many, so that a burst still spreads over every worker.
 MAX_SHARED = 32
+# How often (seconds) running jobs are checked against their time limit.
+WATCH_EVERY = 0.05
 _HEADER = worker.HEADER
 
 
@@ -65,7 +69,6 @@ class _Worker(asyncio.Protocol):
     process: multiprocessing.process.BaseProcess
     transport: asyncio.Transport | None = None
     jobs: deque[_Job] = field(default_factory=deque)
-    timer: asyncio.TimerHandle | None = None
     dead: bool = False
     buffer: bytearray = field(default_factory=bytearray)
 
@@ -100,6 +103,7 @@ class WorkerPool:
         self._run_seconds: dict[str, float] = {}  # per kind, a moving average
         self._closing = False
         self._dispatch_soon = False
+        self._watchdog: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -177,9 +181,20 @@ class WorkerPool:
 
     def _start_clock(self, w: _Worker) -> None:
         """The worker's first job starts now: arm its time limit."""
-        job = w.jobs[0]
-        job.started = self._loop.time()
-        w.timer = self._loop.call_at(job.started + job.time_limit, self._on_timeout, w)
+        w.jobs[0].started = self._loop.time()
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(WATCH_EVERY, self._watch)
+
+    def _watch(self) -> None:
+        """Stops the workers whose current job is past its time limit; looks again while any
+        worker is busy. One timer for the pool, instead of one per job."""
+        self._watchdog = None
+        now = self._loop.time()
+        for w in list(self._all):
+            if w.jobs and now - w.jobs[0].started > w.jobs[0].time_limit:
+                self._on_timeout(w)
+        if self._watchdog is None and any(w.jobs for w in self._all):
+            self._watchdog = self._loop.call_later(WATCH_EVERY, self._watch)
 
     def _on_message(self, w: _Worker, message: tuple[Any, ...]) -> None:
         job = w.jobs[0]
@@ -188,8 +203,6 @@ class WorkerPool:
                 job.on_progress(message[1], message[2])
             return
         outcome, value, seconds = message
-        assert w.timer is not None
-        w.timer.cancel()
         w.jobs.popleft()
         average = self._run_seconds.get(job.kind)
         self._run_seconds[job.kind] = seconds if average is None else 0.8 * average + 0.2 * seconds
@@ -218,8 +231,6 @@ class WorkerPool:
         """Stops a worker, puts the jobs it had not started back at the front of the queue, and
         replaces it; `lost`, the job it was running when it died, fails with its exit code."""
         w.dead = True
-        if w.timer is not None:
-            w.timer.cancel()
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(w.process.sentinel)
         with contextlib.suppress(ProcessLookupError, OSError, AttributeError):
@@ -260,6 +271,8 @@ class WorkerPool:
 
     async def close(self) -> None:
         self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for task in list(self._background):
             task.cancel()
         for w in list(self._all):
