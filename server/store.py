@@ -17,6 +17,9 @@ import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +226,27 @@ def _task_row(t: Task) -> tuple[Any, ...]:
     )
 
 
+def _task_state_row(t: Task) -> tuple[Any, ...]:
+    """The row of an existing task: its changing columns, and blanks (not NULL: the columns are
+    NOT NULL) where the update keeps the stored parameters."""
+    return (
+        t.key,
+        t.account_id,
+        t.task_name,
+        b"",
+        b"",
+        None,
+        t.status,
+        t.queued_at,
+        t.started_at,
+        t.completed_at,
+        _json(t.progress),
+        _json(t.result),
+        _json(t.error),
+        t.attempts,
+    )
+
+
 def _delivery_row(d: Delivery) -> tuple[Any, ...]:
     return (d.id, d.task_key, d.account_id, d.event, d.url, d.body, d.state, d.next_attempt)
 
@@ -245,7 +269,7 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         self._pending: list[_Op] = []
         # Claims wait here, by task key, until the writer takes them (ahead of the pending
-        # statements: _PHASES orders them anyway), so that a finish can drop one in O(1).
+        # statements: _phase orders them anyway), so that a finish can drop one in O(1).
         self._unsent_claims: dict[str, _Op] = {}
         self._wake = asyncio.Event()
         self._closing = False
@@ -257,9 +281,9 @@ class SqliteStore:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            # The writer's first statement of a batch opens its transaction in the same call
-            # (sqlite3's implicit BEGIN IMMEDIATE): one call less for every commit to wait on.
-            self._writer = await self._connect(isolation_level="IMMEDIATE")
+            # Autocommit: a batch of task rows alone is one statement, so its own transaction
+            # (see _write_loop); any other batch opens one explicitly.
+            self._writer = await self._connect(isolation_level=None)
             await self._writer.executescript(SCHEMA)
             self._reader = await self._connect(isolation_level=None)
         except sqlite3.Error as e:
@@ -319,21 +343,26 @@ class SqliteStore:
                 continue
             batch = [*self._unsent_claims.values(), *self._pending]
             self._pending, self._unsent_claims = [], {}
-            # Like statements run together, one call each: see _PHASES.
             batch.sort(key=_phase)
+            rows = [op[1] for op in batch if op[0] is _TASK_ROW]
+            others = batch[len(rows) :]
             try:
-                i = 0
-                while i < len(batch):
-                    sql = batch[i][0]
-                    j = i
-                    while j < len(batch) and batch[j][0] == sql:
-                        j += 1
-                    await self._writer.executemany(sql, [op[1] for op in batch[i:j]])
-                    i = j
-                await self._writer.commit()
+                if not others and len(rows) <= _ROWS_PER_STATEMENT:
+                    # One statement: atomic on its own, and a single call to the database
+                    # thread for the whole commit, which the creates of the batch wait on.
+                    await self._writer.execute(
+                        _upsert_tasks(len(rows)), [value for row in rows for value in row]
+                    )
+                else:
+                    await self._writer.execute("BEGIN IMMEDIATE")
+                    if rows:
+                        await self._writer.executemany(_upsert_tasks(1), rows)
+                    for sql, ops in groupby(others, itemgetter(0)):
+                        await self._writer.executemany(sql, [op[1] for op in ops])
+                    await self._writer.execute("COMMIT")
             except Exception as e:  # the writer must outlive any failure, or writes would hang
                 with contextlib.suppress(Exception):
-                    await self._writer.rollback()
+                    await self._writer.execute("ROLLBACK")
                 error = StoreError(f"task store write failed: {e}")
                 for *_, future in batch:
                     if future is not None and not future.done():
@@ -457,56 +486,30 @@ class SqliteStore:
 
     async def insert_batch(self, tasks: Sequence[Task], deliveries: Sequence[Delivery]) -> None:
         """Stores new tasks (queued, or already in error) and the errbacks those errors owe."""
-        ops = [(_INSERT_TASK, _task_row(t)) for t in tasks]
+        ops = [(_TASK_ROW, _task_row(t)) for t in tasks]
         ops += [(_INSERT_DELIVERY, _delivery_row(d)) for d in deliveries]
         await self._write(ops)
 
     def claim(self, task: Task) -> None:
         """Records that a worker took the task (status, start time and attempt count), without
         waiting for the commit."""
-        self._unsent_claims[task.key] = (
-            _CLAIM_TASK,
-            (task.started_at, task.attempts, _json(task.progress), task.key),
-            None,
-        )
+        self._unsent_claims[task.key] = (_TASK_ROW, _task_state_row(task), None)
         self._wake.set()
 
     async def requeue(self, task: Task) -> None:
         """Puts an interrupted task back in the queue for another attempt."""
-        await self._write(
-            [
-                (
-                    "UPDATE tasks SET status = 'queued', started_at = NULL, progress = ?, "
-                    "result = NULL WHERE key = ?",
-                    (_json(task.progress), task.key),
-                )
-            ]
-        )
+        await self._write([(_TASK_ROW, _task_state_row(task))])
 
     def record_progress(self, task: Task) -> None:
         """Saves progress and a partial result, without waiting for the commit."""
-        self._write_soon(_RECORD_PROGRESS, (_json(task.progress), _json(task.result), task.key))
+        self._write_soon(_TASK_ROW, _task_state_row(task))
 
     async def finish(self, task: Task, deliveries: Sequence[Delivery]) -> None:
         """Records the final status and, in the same transaction, the callbacks it owes. A
         task that ends before its claim was sent to the database (hello takes microseconds)
-        has the claim dropped: this statement records the start as well."""
+        has the claim dropped: this row records the start as well."""
         self._unsent_claims.pop(task.key, None)
-        ops = [
-            (
-                "UPDATE tasks SET status = ?, started_at = ?, attempts = ?, completed_at = ?, "
-                "progress = NULL, result = ?, error = ? WHERE key = ?",
-                (
-                    task.status,
-                    task.started_at,
-                    task.attempts,
-                    task.completed_at,
-                    _json(task.result),
-                    _json(task.error),
-                    task.key,
-                ),
-            )
-        ]
+        ops = [(_TASK_ROW, _task_state_row(task))]
         ops += [(_INSERT_DELIVERY, _delivery_row(d)) for d in deliveries]
         await self._write(ops)
 
@@ -687,24 +690,36 @@ class SqliteStore:
 _FILE_COLUMNS = "account_id, storage, backend, path, name, task_key, size, created, url"
 _FILE_COLUMNS_F = ", ".join(f"f.{c}" for c in _FILE_COLUMNS.split(", "))
 
-_INSERT_TASK = f"INSERT INTO tasks({_TASK_COLUMNS}) VALUES ({','.join('?' * 14)})"
-_CLAIM_TASK = (
-    "UPDATE tasks SET status = 'executing', started_at = ?, attempts = ?, progress = ?, "
-    "result = NULL WHERE key = ?"
-)
-_RECORD_PROGRESS = (
-    "UPDATE tasks SET progress = ?, result = ? WHERE key = ? AND status = 'executing'"
-)
-# The order of statements in one transaction: new tasks, claims, progress, then all the others
-# in the order they came. A task's own statements come in that order anyway (it is claimed only
-# once its insert is committed, and a requeue is committed before the next claim), so grouping
-# keeps each task's history in order while each kind of statement costs one call to the
-# database thread, which is what a commit waits on.
-_PHASES = {_INSERT_TASK: 0, _CLAIM_TASK: 1, _RECORD_PROGRESS: 2}
+# Every write of a task row (new task, claim, progress, requeue, end) is one statement: an
+# insert that updates the task's changing columns when the key exists. A batch of them is one
+# multi-row statement. For an existing task, the row's params, task_store and task_metas are
+# blanks the update never reads.
+_TASK_ROW = "task row"
+_TASK_ROW_WIDTH = 14
+# 999 variables per statement is SQLite's smallest default limit; larger batches take a
+# transaction of several statements.
+_ROWS_PER_STATEMENT = 999 // _TASK_ROW_WIDTH
 
 
+@lru_cache(maxsize=256)
+def _upsert_tasks(count: int) -> str:
+    """The statement writing `count` task rows."""
+    row = f"({','.join('?' * _TASK_ROW_WIDTH)})"
+    return (
+        f"INSERT INTO tasks({_TASK_COLUMNS}) VALUES {','.join([row] * count)} "
+        "ON CONFLICT(key) DO UPDATE SET status = excluded.status, "
+        "started_at = excluded.started_at, completed_at = excluded.completed_at, "
+        "progress = excluded.progress, result = excluded.result, error = excluded.error, "
+        "attempts = excluded.attempts"
+    )
+
+
+# The order of statements in one transaction: task rows first, then all the others in the order
+# they came. A task's own rows come in the order of its history (it is claimed only once its
+# insert is committed, and a requeue is committed before the next claim), and the other
+# statements (callbacks owed, files, accounts) never depend on a task row of the same batch.
 def _phase(op: _Op) -> int:
-    return _PHASES.get(op[0], 3)
+    return 0 if op[0] is _TASK_ROW else 1
 
 
 _INSERT_DELIVERY = (

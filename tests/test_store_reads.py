@@ -13,7 +13,7 @@ import asyncio
 from pathlib import Path
 
 from server.statuses import Status, Task, new_key, now_iso
-from server.store import SqliteStore
+from server.store import Delivery, SqliteStore, new_delivery_id
 
 
 def queued(account_id: int) -> Task:
@@ -100,5 +100,38 @@ async def test_a_task_that_ends_before_its_claim_is_written_keeps_its_start(
         assert stored[slow.key].status is Status.EXECUTING
         assert stored[slow.key].started_at == slow.started_at
         assert stored[slow.key].attempts == 1
+    finally:
+        await store.close()
+
+
+async def test_batches_of_every_size_and_mix_are_committed_whole(tmp_path: Path) -> None:
+    """A batch of task rows alone is one statement, up to a size; larger batches, and batches
+    with other statements (the callbacks an error owes), take a transaction."""
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    await store.open()
+    try:
+        account = await store.create_account("secret")
+        small, large = [queued(account.id)], [queued(account.id) for _ in range(300)]
+        failed = queued(account.id)
+        failed.status, failed.completed_at, failed.error = Status.ERROR, now_iso(), "broken"
+        owed = Delivery(
+            id=new_delivery_id(),
+            task_key=failed.key,
+            account_id=account.id,
+            event="errback",
+            url="http://127.0.0.1:9/errback",
+            body=b"{}",
+            next_attempt=0.0,
+        )
+        await asyncio.gather(
+            store.insert_batch(small, []),
+            store.insert_batch(large, []),
+            store.insert_batch([failed], [owed]),
+        )
+        everything = [*small, *large, failed]
+        stored = await store.tasks(account.id, [t.key for t in everything])
+        assert set(stored) == {t.key for t in everything}
+        assert stored[failed.key].status is Status.ERROR
+        assert [d.id for d in await store.due_deliveries(1.0, 10)] == [owed.id]
     finally:
         await store.close()
