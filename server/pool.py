@@ -101,6 +101,7 @@ class WorkerPool:
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._run_seconds: dict[str, float] = {}  # per kind, a moving average
+        self._loop: asyncio.AbstractEventLoop  # set by start()
         self._closing = False
         self._dispatch_soon = False
         self._watchdog: asyncio.TimerHandle | None = None
@@ -180,7 +181,7 @@ class WorkerPool:
             self._start_clock(w)
 
     def _start_clock(self, w: _Worker) -> None:
-        """The worker's first job starts now: arm its time limit."""
+        """The worker's first job starts now: its time limit counts from here."""
         w.jobs[0].started = self._loop.time()
         if self._watchdog is None:
             self._watchdog = self._loop.call_later(WATCH_EVERY, self._watch)

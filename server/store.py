@@ -274,6 +274,7 @@ class SqliteStore:
         self._wake = asyncio.Event()
         self._closing = False
         self._writer_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop  # set by open()
         # Accounts are never deleted and their secrets never change, so a secret that once
         # matched always does; API keys can be removed and are always read from the database.
         self._accounts_by_secret: dict[str, Account] = {}
