@@ -207,35 +207,15 @@ def _task_from_row(row: Sequence[Any]) -> Task:
     )
 
 
-def _task_row(t: Task) -> tuple[Any, ...]:
+def _task_row(t: Task, new: bool = True) -> tuple[Any, ...]:
+    """A task's row. For an existing task (`new=False`) the parameters are blanks (not NULL:
+    the columns are NOT NULL), which the upsert's update of the changing columns never reads."""
+    fixed = (_json(t.params), _json(t.task_store), _json(t.task_metas)) if new else (b"", b"", None)
     return (
         t.key,
         t.account_id,
         t.task_name,
-        _json(t.params),
-        _json(t.task_store),
-        _json(t.task_metas),
-        t.status,
-        t.queued_at,
-        t.started_at,
-        t.completed_at,
-        _json(t.progress),
-        _json(t.result),
-        _json(t.error),
-        t.attempts,
-    )
-
-
-def _task_state_row(t: Task) -> tuple[Any, ...]:
-    """The row of an existing task: its changing columns, and blanks (not NULL: the columns are
-    NOT NULL) where the update keeps the stored parameters."""
-    return (
-        t.key,
-        t.account_id,
-        t.task_name,
-        b"",
-        b"",
-        None,
+        *fixed,
         t.status,
         t.queued_at,
         t.started_at,
@@ -494,23 +474,23 @@ class SqliteStore:
     def claim(self, task: Task) -> None:
         """Records that a worker took the task (status, start time and attempt count), without
         waiting for the commit."""
-        self._unsent_claims[task.key] = (_TASK_ROW, _task_state_row(task), None)
+        self._unsent_claims[task.key] = (_TASK_ROW, _task_row(task, new=False), None)
         self._wake.set()
 
     async def requeue(self, task: Task) -> None:
         """Puts an interrupted task back in the queue for another attempt."""
-        await self._write([(_TASK_ROW, _task_state_row(task))])
+        await self._write([(_TASK_ROW, _task_row(task, new=False))])
 
     def record_progress(self, task: Task) -> None:
         """Saves progress and a partial result, without waiting for the commit."""
-        self._write_soon(_TASK_ROW, _task_state_row(task))
+        self._write_soon(_TASK_ROW, _task_row(task, new=False))
 
     async def finish(self, task: Task, deliveries: Sequence[Delivery]) -> None:
         """Records the final status and, in the same transaction, the callbacks it owes. A
         task that ends before its claim was sent to the database (hello takes microseconds)
         has the claim dropped: this row records the start as well."""
         self._unsent_claims.pop(task.key, None)
-        ops = [(_TASK_ROW, _task_state_row(task))]
+        ops = [(_TASK_ROW, _task_row(task, new=False))]
         ops += [(_INSERT_DELIVERY, _delivery_row(d)) for d in deliveries]
         await self._write(ops)
 
