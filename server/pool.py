@@ -50,7 +50,9 @@ class TaskTimedOut(Exception):
 
 
 @dataclass(eq=False)
-class _Job:
+class Ticket:
+    """A job in the pool, from `submit` to its outcome."""
+
     kind: str
     message: tuple[Any, ...]
     on_progress: Callable[[Any, dict[str, Any] | None], None]
@@ -68,7 +70,7 @@ class _Worker(asyncio.Protocol):
     pool: WorkerPool
     process: multiprocessing.process.BaseProcess
     transport: asyncio.Transport | None = None
-    jobs: deque[_Job] = field(default_factory=deque)
+    jobs: deque[Ticket] = field(default_factory=deque)
     dead: bool = False
     buffer: bytearray = field(default_factory=bytearray)
 
@@ -97,7 +99,7 @@ class WorkerPool:
         self.size = size
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["server.worker"])
-        self._pending: deque[_Job] = deque()
+        self._pending: deque[Ticket] = deque()
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._run_seconds: dict[str, float] = {}  # per kind, a moving average
@@ -132,7 +134,7 @@ class WorkerPool:
         self._all.add(w)
         return w
 
-    async def run(
+    def submit(
         self,
         kind: str,
         params: dict[str, Any],
@@ -140,26 +142,41 @@ class WorkerPool:
         workdir: str,
         on_progress: Callable[[Any, dict[str, Any] | None], None],
         time_limit: float,
-    ) -> tuple[str, Any]:
-        """Runs a job on a worker: ("done", result) or ("failed", message). Raises WorkerDied
-        or TaskTimedOut; the pool stays whole either way."""
+    ) -> Ticket:
+        """Queues a job. Its ticket's future gives ("done", result) or ("failed", message), or
+        raises WorkerDied or TaskTimedOut; the pool stays whole either way."""
         future = self._loop.create_future()
-        job = _Job(kind, (kind, params, inputs, workdir), on_progress, time_limit, future)
-        self._pending.append(job)
+        ticket = Ticket(kind, (kind, params, inputs, workdir), on_progress, time_limit, future)
+        self._pending.append(ticket)
         if not self._dispatch_soon:
             # Jobs submitted in the same turn of the loop go out together, at its end.
             self._dispatch_soon = True
             self._loop.call_soon(self._dispatch)
+        return ticket
+
+    def withdraw(self, ticket: Ticket) -> None:
+        """Gives up a job whose caller stopped waiting: a queued job is dropped, a running one
+        is stopped with its worker (the only way), one waiting behind another runs unheard."""
+        if ticket.future.done() and not ticket.future.cancelled():
+            return
+        ticket.future.cancel()
+        if ticket.worker is None:
+            if ticket in self._pending:
+                self._pending.remove(ticket)
+        elif ticket.worker.jobs and ticket.worker.jobs[0] is ticket and not ticket.worker.dead:
+            self._retire(ticket.worker)
+
+    async def run(self, *job: Any) -> tuple[str, Any]:
+        """`submit(*job)`, then waits for its outcome."""
+        ticket = self.submit(*job)
         try:
-            return await future
+            return await ticket.future
         except asyncio.CancelledError:
-            if job.worker is None:
-                self._pending.remove(job)
-            elif job.worker.jobs and job.worker.jobs[0] is job:
-                self._retire(job.worker)  # the only way to stop a running job
+            self.withdraw(ticket)
             raise
 
-    def _quick(self, kind: str) -> bool:
+    def is_quick(self, kind: str) -> bool:
+        """Whether the kind's runs average under QUICK seconds (a kind never run is not)."""
         return self._run_seconds.get(kind, QUICK) < QUICK
 
     def _dispatch(self) -> None:
@@ -167,10 +184,9 @@ class WorkerPool:
         self._dispatch_soon = False
         while self._pending and self._idle:
             batch = [self._pending.popleft()]
-            if self._quick(batch[0].kind):
-                while (
-                    self._pending and len(batch) < MAX_SHARED and self._quick(self._pending[0].kind)
-                ):
+            quick = self.is_quick
+            if quick(batch[0].kind):
+                while self._pending and len(batch) < MAX_SHARED and quick(self._pending[0].kind):
                     batch.append(self._pending.popleft())
             w = self._idle.pop()
             for job in batch:
@@ -228,7 +244,7 @@ class WorkerPool:
         if not w.dead:
             self._retire(w, lost=w.jobs.popleft() if w.jobs else None)
 
-    def _retire(self, w: _Worker, lost: _Job | None = None) -> None:
+    def _retire(self, w: _Worker, lost: Ticket | None = None) -> None:
         """Stops a worker, puts the jobs it had not started back at the front of the queue, and
         replaces it; `lost`, the job it was running when it died, fails with its exit code."""
         w.dead = True
@@ -249,7 +265,7 @@ class WorkerPool:
         self._in_background(self._replace(w, lost))
         self._dispatch()
 
-    async def _replace(self, dead: _Worker, lost: _Job | None) -> None:
+    async def _replace(self, dead: _Worker, lost: Ticket | None) -> None:
         # One join only: the fork server hands the exit code to the first reader alone.
         await asyncio.to_thread(dead.process.join, 5)
         if lost is not None and not lost.future.done():

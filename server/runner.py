@@ -1,9 +1,11 @@
 """The scheduler: takes queued tasks, downloads their inputs, runs them in the worker pool,
 stores their outputs and records how they ended.
 
-Retry, timeout and the sorting of outcomes are decided in one place, `_run`: the attempt is
-counted before the run (a crash counts), a task past `max_attempts` ends in error, and the final
-bookkeeping is shielded from cancellation.
+A task runs alone (`_run`) or, when its kind is quick and needs no files (hello), in a batch
+with the quick tasks queued behind it (`_run_batch`): one commit for all their ends. Both share
+the steps that decide: the attempt is counted at the claim, before the run (a crash counts); a
+task past `max_attempts` ends in error (`_refusal`, `_died`); every end goes through `_end`,
+whose write lands even when the server is stopping.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,11 @@ from server.bus import Bus
 from server.config import Config
 from server.fetch import FetchError, download
 from server.outputs import OutputError, Outputs
-from server.pool import TaskTimedOut, WorkerDied, WorkerPool
+from server.pool import MAX_SHARED, TaskTimedOut, Ticket, WorkerDied, WorkerPool
 from server.statuses import Status, Task, now_iso
 from server.store import Delivery, SqliteStore, new_delivery_id
 from tasks import get as get_kind
-from tasks.declare import URLS
+from tasks.declare import URLS, Kind
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,9 @@ def deliveries_for(task: Task) -> list[Delivery]:
             next_attempt=time.time(),
         )
     ]
+
+
+_STATUS_OF = {"done": Status.SUCCESS, "failed": Status.ERROR}
 
 
 class Runner:
@@ -113,26 +118,46 @@ class Runner:
     async def _consume(self) -> None:
         while True:
             task = await self.queue.get()
-            try:
-                await self._run(task)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("task %s could not be run", task.key)
-
-    async def _run(self, task: Task) -> None:
-        kind = get_kind(task.task_name)
-        if kind is None:
-            await self._end(task, Status.ERROR, error=f"unknown task kind {task.task_name!r}")
-            return
-        if task.attempts >= self.config.max_attempts:
-            await self._end(
-                task,
-                Status.ERROR,
-                error=f"the task was interrupted {task.attempts} times (a worker or the server "
-                "stopped while it ran) and was not retried again",
+            batch, after = [task], None
+            # Quick kinds without files run as a batch, taken from what is queued now.
+            if self._runs_in_batch(task):
+                while len(batch) < MAX_SHARED and not self.queue.empty():
+                    other = self.queue.get_nowait()
+                    if not self._runs_in_batch(other):
+                        after = other
+                        break
+                    batch.append(other)
+            await self._guarded(
+                batch, self._run_batch(batch) if len(batch) > 1 else self._run(task)
             )
-            return
+            if after is not None:
+                await self._guarded([after], self._run(after))
+
+    async def _guarded(self, tasks: list[Task], run: Awaitable[None]) -> None:
+        try:
+            await run
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("tasks %s could not be run", ", ".join(t.key for t in tasks))
+
+    def _runs_in_batch(self, task: Task) -> bool:
+        kind = get_kind(task.task_name)
+        return kind is not None and not kind.uses_files and self.pool.is_quick(kind.name)
+
+    def _refusal(self, task: Task) -> str | None:
+        """Why the task cannot run at all, or None."""
+        if get_kind(task.task_name) is None:
+            return f"unknown task kind {task.task_name!r}"
+        if task.attempts >= self.config.max_attempts:
+            return (
+                f"the task was interrupted {task.attempts} times (a worker or the server "
+                "stopped while it ran) and was not retried again"
+            )
+        return None
+
+    def _claim(self, task: Task) -> None:
+        """Marks the task executing: the attempt counts from here (a crash counts)."""
         task.status, task.started_at = Status.EXECUTING, now_iso()
         task.attempts += 1
         task.progress, task.result = 0, None
@@ -140,6 +165,23 @@ class Runner:
         self.store.claim(task)
         self.bus.publish(task)
 
+    def _submit(self, task: Task, kind: Kind, inputs: dict[str, Any], workdir: Path) -> Ticket:
+        return self.pool.submit(
+            kind.name,
+            task.params,
+            inputs,
+            str(workdir),
+            lambda pct, partial: self._progress(task, pct, partial),
+            kind.time_limit,
+        )
+
+    async def _run(self, task: Task) -> None:
+        refusal = self._refusal(task)
+        kind = get_kind(task.task_name)
+        if refusal is not None or kind is None:
+            await self._end([(task, Status.ERROR, refusal)])
+            return
+        self._claim(task)
         # Kinds without input or output files (hello) skip the work folder and its disk I/O.
         workdir = (
             Path(await asyncio.to_thread(tempfile.mkdtemp, f"-{task.key}", dir=self.work_root))
@@ -148,41 +190,66 @@ class Runner:
         )
         try:
             inputs = await self._fetch_inputs(task, kind, workdir)
-            outcome, value = await self.pool.run(
-                kind.name,
-                task.params,
-                inputs,
-                str(workdir),
-                lambda pct, partial: self._progress(task, pct, partial),
-                kind.time_limit,
-            )
+            ticket = self._submit(task, kind, inputs, workdir)
+            try:
+                outcome, value = await ticket.future
+            except asyncio.CancelledError:
+                self.pool.withdraw(ticket)
+                raise
             if outcome == "done":
-                result = await self.outputs.store(task, kind, value, workdir)
-                await self._end(task, Status.SUCCESS, result=result)
-            else:
-                await self._end(task, Status.ERROR, error=value)
-        except (FetchError, OutputError) as e:
-            await self._end(task, Status.ERROR, error=str(e))
-        except TaskTimedOut as e:
-            await self._end(task, Status.ERROR, error=str(e))
+                value = await self.outputs.store(task, kind, value, workdir)
+            await self._end([(task, _STATUS_OF[outcome], value)])
+        except (FetchError, OutputError, TaskTimedOut) as e:
+            await self._end([(task, Status.ERROR, str(e))])
         except WorkerDied as e:
-            if task.attempts >= self.config.max_attempts:
-                await self._end(
-                    task, Status.ERROR, error=f"{e}, {task.attempts} times; not retried again"
-                )
-            else:
-                log.warning("task %s: %s; retrying", task.key, e)
-                task.status, task.started_at, task.progress, task.result = (
-                    Status.QUEUED,
-                    None,
-                    0,
-                    None,
-                )
-                await self.store.requeue(task)
-                self.enqueue([task])
+            await self._died(task, e)
         finally:
             if kind.uses_files:
                 await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    async def _run_batch(self, tasks: list[Task]) -> None:
+        """Runs tasks of quick kinds without files together: each still ends on its own
+        outcome, and their ends are committed at once."""
+        ended: list[tuple[Task, Status, Any]] = []
+        started: list[tuple[Task, Ticket]] = []
+        for task in tasks:
+            refusal = self._refusal(task)
+            kind = get_kind(task.task_name)
+            if refusal is not None or kind is None:
+                ended.append((task, Status.ERROR, refusal))
+            else:
+                self._claim(task)
+                started.append((task, self._submit(task, kind, {}, self.work_root)))
+        died: list[tuple[Task, WorkerDied]] = []
+        try:
+            for task, ticket in started:
+                try:
+                    outcome, value = await ticket.future
+                except TaskTimedOut as e:
+                    ended.append((task, Status.ERROR, str(e)))
+                except WorkerDied as e:
+                    died.append((task, e))
+                else:
+                    ended.append((task, _STATUS_OF[outcome], value))
+        except asyncio.CancelledError:
+            for _, ticket in started:
+                self.pool.withdraw(ticket)
+            raise
+        await self._end(ended)
+        for task, e in died:
+            await self._died(task, e)
+
+    async def _died(self, task: Task, e: WorkerDied) -> None:
+        """The worker running the task died: the task runs again, up to max_attempts."""
+        if task.attempts >= self.config.max_attempts:
+            await self._end(
+                [(task, Status.ERROR, f"{e}, {task.attempts} times; not retried again")]
+            )
+            return
+        log.warning("task %s: %s; retrying", task.key, e)
+        task.status, task.started_at, task.progress, task.result = Status.QUEUED, None, 0, None
+        await self.store.requeue(task)
+        self.enqueue([task])
 
     async def _fetch_inputs(self, task: Task, kind: Any, workdir: Path) -> dict[str, Any]:
         inputs: dict[str, Any] = {}
@@ -207,12 +274,19 @@ class Runner:
         self.store.record_progress(task)
         self.bus.publish(task)
 
-    async def _end(self, task: Task, status: Status, result: Any = None, error: Any = None) -> None:
-        task.status, task.completed_at = status, now_iso()
-        task.result, task.error = (result, None) if status is Status.SUCCESS else (None, error)
-        deliveries = deliveries_for(task)
+    async def _end(self, ends: Sequence[tuple[Task, Status, Any]]) -> None:
+        """Records how tasks ended (the value is the result on success, else the error) in one
+        commit with the callbacks they owe, then announces them."""
+        if not ends:
+            return
+        deliveries: list[Delivery] = []
+        for task, status, value in ends:
+            task.status, task.completed_at = status, now_iso()
+            task.result, task.error = (value, None) if status is Status.SUCCESS else (None, value)
+            deliveries += deliveries_for(task)
         # On shutdown the write still lands: the store commits what is queued before closing.
-        await self.store.finish(task, deliveries)
-        self.bus.publish(task)
+        await self.store.finish([task for task, _, _ in ends], deliveries)
+        for task, _, _ in ends:
+            self.bus.publish(task)
         if deliveries:
             self.on_delivery()

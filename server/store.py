@@ -485,12 +485,13 @@ class SqliteStore:
         """Saves progress and a partial result, without waiting for the commit."""
         self._write_soon(_TASK_ROW, _task_row(task, new=False))
 
-    async def finish(self, task: Task, deliveries: Sequence[Delivery]) -> None:
-        """Records the final status and, in the same transaction, the callbacks it owes. A
-        task that ends before its claim was sent to the database (hello takes microseconds)
-        has the claim dropped: this row records the start as well."""
-        self._unsent_claims.pop(task.key, None)
-        ops = [(_TASK_ROW, _task_row(task, new=False))]
+    async def finish(self, tasks: Sequence[Task], deliveries: Sequence[Delivery]) -> None:
+        """Records final statuses and, in the same transaction, the callbacks they owe. A task
+        that ends before its claim was sent to the database (hello takes microseconds) has the
+        claim dropped: its row records the start as well."""
+        for task in tasks:
+            self._unsent_claims.pop(task.key, None)
+        ops = [(_TASK_ROW, _task_row(task, new=False)) for task in tasks]
         ops += [(_INSERT_DELIVERY, _delivery_row(d)) for d in deliveries]
         await self._write(ops)
 

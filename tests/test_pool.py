@@ -71,3 +71,24 @@ async def test_time_limit_stops_a_runaway_task(api: Api) -> None:
 async def test_task_error_message_reaches_the_status(api: Api) -> None:
     final = await api.run({"task_name": "test.fail", "message": "the file is broken"})
     assert final["error"] == "the file is broken"
+
+
+async def test_a_burst_of_quick_tasks_runs_in_batches_and_each_ends_on_its_own(api: Api) -> None:
+    learned = await api.run({"task_name": "test.quick", "name": "learn"})
+    assert learned["result"] == "learn"  # the pool now knows test.quick is quick
+    tasks = [{"task_name": "test.quick", "name": f"n{i}"} for i in range(40)]
+    tasks[7] = {"task_name": "test.quick", "crash": True}
+    tasks[20] = {"task_name": "test.quick", "hang": 5.0}  # past its 0.5 s time limit
+    finals = await api.create_ok(tasks, block=True)
+    for i, final in enumerate(finals):
+        if i == 7:
+            assert_status(final, "error")
+            assert "killed by signal 9" in final["error"]
+        elif i == 20:
+            assert_status(final, "error")
+            assert "time limit" in final["error"]
+        else:
+            assert_status(final, "success")
+            assert final["result"] == f"n{i}"
+    _, details = await api.status([finals[0]["key"], finals[7]["key"]], details="true")
+    assert details[0]["attempts"] == 1 and details[1]["attempts"] == api.config.max_attempts

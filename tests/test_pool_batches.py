@@ -72,5 +72,5 @@ async def test_each_job_in_a_shared_message_has_its_own_time_limit(pool) -> None
 
 async def test_slow_kinds_travel_alone(pool) -> None:
     assert (await run(pool, "test.sleep", {"seconds": 0.01}))[0] == "done"
-    assert not pool._quick("test.sleep")
-    assert pool._quick("test.quick") is False  # never seen: assumed slow
+    assert not pool.is_quick("test.sleep")
+    assert not pool.is_quick("test.quick")  # never seen: assumed slow

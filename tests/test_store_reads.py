@@ -92,7 +92,7 @@ async def test_a_task_that_ends_before_its_claim_is_written_keeps_its_start(
             store.claim(task)
         # quick ends in the same turn of the loop, before the writer has taken its claim
         quick.status, quick.completed_at, quick.result = Status.SUCCESS, now_iso(), "Hello x"
-        await store.finish(quick, [])
+        await store.finish([quick], [])
         stored = await store.tasks(account.id, [quick.key, slow.key])
         assert stored[quick.key].status is Status.SUCCESS
         assert stored[quick.key].started_at == quick.started_at
