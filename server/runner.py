@@ -134,12 +134,20 @@ class Runner:
                 await self._guarded([after], self._run(after))
 
     async def _guarded(self, tasks: list[Task], run: Awaitable[None]) -> None:
+        """Runs `run`. A failure it did not expect (a bug, the data dir gone) ends the tasks it
+        left executing in error, instead of leaving them executing for good."""
         try:
             await run
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as e:
             log.exception("tasks %s could not be run", ", ".join(t.key for t in tasks))
+            error = f"internal error while running the task: {type(e).__name__}: {e}"
+            stuck = [(t, Status.ERROR, error) for t in tasks if t.status is Status.EXECUTING]
+            try:
+                await self._end(stuck)
+            except Exception:
+                log.exception("could not record the end of tasks %s", [t.key for t, _, _ in stuck])
 
     def _runs_in_batch(self, task: Task) -> bool:
         kind = get_kind(task.task_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 
 from server import components
@@ -92,3 +93,13 @@ async def test_a_burst_of_quick_tasks_runs_in_batches_and_each_ends_on_its_own(a
             assert final["result"] == f"n{i}"
     _, details = await api.status([finals[0]["key"], finals[7]["key"]], details="true")
     assert details[0]["attempts"] == 1 and details[1]["attempts"] == api.config.max_attempts
+
+
+async def test_an_unexpected_failure_ends_the_task_instead_of_leaving_it_executing(
+    api: Api, origin
+) -> None:
+    url = origin.add("tiny.png", b"not read: the run fails before")
+    shutil.rmtree(api.config.data_dir / "work")  # the work folder vanishes under the server
+    final = await api.run({"task_name": "image.info", "url": url})
+    assert_status(final, "error")
+    assert "internal error" in final["error"]
