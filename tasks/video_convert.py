@@ -281,17 +281,23 @@ def result(path: Path, original: tuple[int, int], audio_codec: str | None) -> di
     return values
 
 
-def run(job: Job) -> dict[str, Any]:
+def encode(job: Job, writer_class: Any) -> tuple[Any, tuple[int, int]]:
+    """Opens the input video, runs a writer over it (its output is closed whatever happens),
+    and returns the writer with the source's size. video.reverse writes through it too."""
     with open_media(job.inputs["url"], need="video") as container:
-        transcode = _Transcode(job, container)
+        writer = writer_class(job, container)
         try:
-            transcode.run()
+            writer.run()
         finally:
-            transcode.close()
-        original = (transcode.vin.codec_context.width, transcode.vin.codec_context.height)
-        has_audio = transcode.aout is not None
+            writer.close()
+        return writer, (writer.vin.codec_context.width, writer.vin.codec_context.height)
+
+
+def run(job: Job) -> dict[str, Any]:
+    transcode, original = encode(job, _Transcode)
     job.progress(100.0)
-    return result(transcode.path, original, job.params["audio_codec"] if has_audio else None)
+    audio_codec = job.params["audio_codec"] if transcode.aout is not None else None
+    return result(transcode.path, original, audio_codec)
 
 
 # Parameters video.convert shares with video.reverse, declared once.

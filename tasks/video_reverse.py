@@ -27,7 +27,6 @@ from tasks.media import (
     DecodeGuard,
     FrameShaper,
     frame_rate,
-    open_media,
     rotation_of,
     upright_size,
     video_stream,
@@ -38,6 +37,7 @@ from tasks.video_convert import (
     VIDEO_CODEC_PARAM,
     Timestamps,
     add_h264,
+    encode,
     open_output,
     result,
 )
@@ -255,13 +255,7 @@ class _Reverse:
 
 
 def run(job: Job) -> dict[str, Any]:
-    with open_media(job.inputs["url"], need="video") as container:
-        reverse = _Reverse(job, container)
-        try:
-            reverse.run()
-        finally:
-            reverse.close()
-        original = (reverse.vin.codec_context.width, reverse.vin.codec_context.height)
+    reverse, original = encode(job, _Reverse)
     return result(reverse.path, original, None)
 
 
