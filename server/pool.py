@@ -166,9 +166,8 @@ class WorkerPool:
         elif ticket.worker.jobs and ticket.worker.jobs[0] is ticket and not ticket.worker.dead:
             self._retire(ticket.worker)
 
-    async def run(self, *job: Any) -> tuple[str, Any]:
-        """`submit(*job)`, then waits for its outcome."""
-        ticket = self.submit(*job)
+    async def wait(self, ticket: Ticket) -> tuple[str, Any]:
+        """The outcome of a submitted job; a caller that stops waiting withdraws it."""
         try:
             return await ticket.future
         except asyncio.CancelledError:

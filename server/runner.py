@@ -198,12 +198,7 @@ class Runner:
         )
         try:
             inputs = await self._fetch_inputs(task, kind, workdir)
-            ticket = self._submit(task, kind, inputs, workdir)
-            try:
-                outcome, value = await ticket.future
-            except asyncio.CancelledError:
-                self.pool.withdraw(ticket)
-                raise
+            outcome, value = await self.pool.wait(self._submit(task, kind, inputs, workdir))
             if outcome == "done":
                 value = await self.outputs.store(task, kind, value, workdir)
             await self._end([(task, _STATUS_OF[outcome], value)])

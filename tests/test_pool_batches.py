@@ -26,7 +26,7 @@ def quick(name: str, **params: Any) -> dict[str, Any]:
 
 
 async def run(pool: WorkerPool, kind: str, params: dict[str, Any], limit: float = 5) -> Any:
-    return await pool.run(kind, params, {}, "/tmp", lambda pct, partial: None, limit)
+    return await pool.wait(pool.submit(kind, params, {}, "/tmp", lambda pct, partial: None, limit))
 
 
 async def queued_behind_a_busy_worker(
