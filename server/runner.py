@@ -153,9 +153,9 @@ class Runner:
         kind = get_kind(task.task_name)
         return kind is not None and not kind.uses_files and self.pool.is_quick(kind.name)
 
-    def _refusal(self, task: Task) -> str | None:
+    def _refusal(self, task: Task, kind: Kind | None) -> str | None:
         """Why the task cannot run at all, or None."""
-        if get_kind(task.task_name) is None:
+        if kind is None:
             return f"unknown task kind {task.task_name!r}"
         if task.attempts >= self.config.max_attempts:
             return (
@@ -184,8 +184,8 @@ class Runner:
         )
 
     async def _run(self, task: Task) -> None:
-        refusal = self._refusal(task)
         kind = get_kind(task.task_name)
+        refusal = self._refusal(task, kind)
         if refusal is not None or kind is None:
             await self._end([(task, Status.ERROR, refusal)])
             return
@@ -216,8 +216,8 @@ class Runner:
         ended: list[tuple[Task, Status, Any]] = []
         started: list[tuple[Task, Ticket]] = []
         for task in tasks:
-            refusal = self._refusal(task)
             kind = get_kind(task.task_name)
+            refusal = self._refusal(task, kind)
             if refusal is not None or kind is None:
                 ended.append((task, Status.ERROR, refusal))
             else:
